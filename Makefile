@@ -1,0 +1,43 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both create .venv when it is missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+export PYTHONASYNCIODEBUG ?= 0
+
+.PHONY: demo test test-fast bench services serve clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Re-install when the dependency list changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(PIP) install -e . 2>&1 | grep -v "is ignored: it is neither" || true
+	$(BIN)/python -c "import sim, chatlab, chatcore, reference_server"
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither" || true
+	$(BIN)/python -c "import sim, chatlab, chatcore, reference_server, pytest, nbmake, playwright"
+	touch $@ $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/chatlab compare
+
+services:
+	bash tools/ensure-services.sh
+
+test: $(VENV)/.installed-dev services
+	CHATLAB_SMALL=1 $(BIN)/python -W error::RuntimeWarning -m pytest -q --nbmake tests notebooks
+
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -q -x -m "not browser and not slow" tests
+
+bench: $(VENV)/.installed
+	$(BIN)/python -m benchmarks
+
+serve: $(VENV)/.installed
+	$(BIN)/chatlab serve
+
+clean:
+	rm -rf $(VENV) .pytest_cache out

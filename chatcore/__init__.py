@@ -1,0 +1,60 @@
+"""Vocabulary shared by the simulation (``sim``) and the reference server.
+
+This package is pure: no sockets, no files, no clocks, no global random state.
+It is the one place where the wire envelope and its byte sizes, cursors, the
+message/receipt/presence states and the reconnect backoff policies are defined.
+``sim`` and ``reference_server`` both import it and never import each other.
+"""
+
+from .backoff import POLICIES, Backoff, backoff_delay
+from .cursor import Cursor, CursorError
+from .states import (
+    ConnectionState,
+    MessageState,
+    PresenceState,
+    ReceiptStatus,
+    advance_message_state,
+)
+from .wire import (
+    MAX_BODY_BYTES,
+    MAX_MESSAGE_BODY_CHARS,
+    TRANSPORTS,
+    WireSizes,
+    ack_body,
+    encode,
+    json_size,
+    message_event,
+    poll_response,
+    presence_event,
+    receipt_event,
+    receipt_request,
+    send_request,
+    ws_frame_overhead,
+)
+
+__all__ = [
+    "POLICIES",
+    "Backoff",
+    "backoff_delay",
+    "Cursor",
+    "CursorError",
+    "ConnectionState",
+    "MessageState",
+    "PresenceState",
+    "ReceiptStatus",
+    "advance_message_state",
+    "MAX_BODY_BYTES",
+    "MAX_MESSAGE_BODY_CHARS",
+    "TRANSPORTS",
+    "WireSizes",
+    "ack_body",
+    "encode",
+    "json_size",
+    "message_event",
+    "poll_response",
+    "presence_event",
+    "receipt_event",
+    "receipt_request",
+    "send_request",
+    "ws_frame_overhead",
+]

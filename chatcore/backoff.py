@@ -1,0 +1,85 @@
+"""Reconnect backoff policies, named as in the AWS Architecture Blog
+("Exponential Backoff and Jitter", Marc Brooker, 2015).
+
+With ``v = min(cap, base * 2**attempt)``:
+
+=====================  =========================================
+``immediate``          0
+``fixed``              base
+``exponential``        v
+``full_jitter``        U(0, v)
+``equal_jitter``       v/2 + U(0, v/2)
+``decorrelated_jitter`` min(cap, U(base, 3 * previous))
+=====================  =========================================
+
+Randomness comes from the caller: anything with ``uniform(a, b)`` works
+(``numpy.random.Generator`` in the simulation, ``random.Random`` in the client),
+so the module holds no random state of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class Uniform(Protocol):
+    def uniform(self, low: float, high: float) -> float: ...
+
+
+POLICIES: tuple[str, ...] = (
+    "immediate", "fixed", "exponential", "full_jitter", "equal_jitter", "decorrelated_jitter",
+)
+
+
+def backoff_delay(policy: str, attempt: int, base: float, cap: float, previous: float,
+                  rng: Uniform) -> float:
+    """Delay before retry number *attempt* (0 for the first retry).
+
+    *previous* is the delay this policy returned last time (``base`` before the
+    first retry); only ``decorrelated_jitter`` uses it.
+    """
+    if policy == "immediate":
+        return 0.0
+    if policy == "fixed":
+        return min(cap, base)
+    if policy == "decorrelated_jitter":
+        return min(cap, float(rng.uniform(base, max(base, previous * 3.0))))
+    v = min(cap, base * 2.0 ** min(attempt, 62))
+    if policy == "exponential":
+        return v
+    if policy == "full_jitter":
+        return float(rng.uniform(0.0, v))
+    if policy == "equal_jitter":
+        return v / 2.0 + float(rng.uniform(0.0, v / 2.0))
+    raise ValueError(f"reconnect_policy={policy!r}: expected one of {', '.join(POLICIES)}")
+
+
+@dataclass
+class Backoff:
+    """A client's retry schedule: call :meth:`next_delay` after each failure and
+    :meth:`reset` after a success."""
+
+    policy: str
+    base: float
+    cap: float
+    rng: Uniform
+    attempt: int = 0
+    previous: float = field(default=0.0)
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"reconnect_policy={self.policy!r}: expected one of {', '.join(POLICIES)}")
+        if self.base < 0 or self.cap < 0:
+            raise ValueError("backoff base and cap must be >= 0")
+        self.previous = self.base
+
+    def next_delay(self) -> float:
+        d = backoff_delay(self.policy, self.attempt, self.base, self.cap, self.previous, self.rng)
+        self.attempt += 1
+        self.previous = d
+        return d
+
+    def reset(self) -> None:
+        self.attempt = 0
+        self.previous = self.base

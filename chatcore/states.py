@@ -1,0 +1,58 @@
+"""States as data (after h11's ``_state.py``): what exists, and what may follow what.
+
+Message ticks only move forward: sent -> delivered -> read. A receipt that would
+move a message backwards (a late "delivered" after "read") changes nothing.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class MessageState(str, Enum):
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+
+
+class ReceiptStatus(str, Enum):
+    """What a recipient reports in ``POST /api/receipts``."""
+
+    DELIVERED = "delivered"
+    READ = "read"
+
+
+class PresenceState(str, Enum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class ConnectionState(str, Enum):
+    """A client's connection, as the client library and the crash model see it."""
+
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    BACKING_OFF = "backing_off"
+
+
+#: Allowed forward moves of a message's state.
+MESSAGE_TRANSITIONS: dict[MessageState, frozenset[MessageState]] = {
+    MessageState.SENT: frozenset({MessageState.DELIVERED, MessageState.READ}),
+    MessageState.DELIVERED: frozenset({MessageState.READ}),
+    MessageState.READ: frozenset(),
+}
+
+#: Allowed moves of a client connection.
+CONNECTION_TRANSITIONS: dict[ConnectionState, frozenset[ConnectionState]] = {
+    ConnectionState.DISCONNECTED: frozenset({ConnectionState.CONNECTING}),
+    ConnectionState.CONNECTING: frozenset({ConnectionState.CONNECTED, ConnectionState.BACKING_OFF}),
+    ConnectionState.CONNECTED: frozenset({ConnectionState.DISCONNECTED, ConnectionState.BACKING_OFF}),
+    ConnectionState.BACKING_OFF: frozenset({ConnectionState.CONNECTING}),
+}
+
+
+def advance_message_state(current: MessageState, receipt: ReceiptStatus | str) -> MessageState:
+    """The state after *receipt*; unchanged when the receipt would go backwards."""
+    target = MessageState(ReceiptStatus(receipt).value)
+    return target if target in MESSAGE_TRANSITIONS[current] else current

@@ -1,0 +1,54 @@
+"""``chatlab`` entry point: one sub-command per module, dispatched lazily so that
+``chatlab compare`` does not import the server stack and vice versa.
+
+Bad input never produces a traceback: every error a user can cause is printed
+as one line naming the parameter, the value and what is allowed, and the
+process exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import NoReturn, Sequence
+
+from .errors import UsageError
+
+#: sub-command -> module that provides ``add_arguments(parser)`` and ``run(args) -> int``.
+#: Those modules import their heavy dependencies inside ``run`` only.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "compare": ("chatlab.compare_cmd", "simulate short polling, long polling and WebSockets on one workload"),
+    "serve": ("chatlab.serve_cmd", "run the reference chat server (embedded fakeredis + SQLite by default)"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, no usage dump
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="chatlab", description="Chat Design Lab: model and measure real-time chat transports.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

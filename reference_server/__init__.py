@@ -1,0 +1,1 @@
+"""Reference chat server (see docs/PROTOCOL.md). Built on chatcore's vocabulary; never imports sim."""
