@@ -1,0 +1,150 @@
+"""Closed forms the simulation must agree with (the tests compare them).
+
+Each function cites where its formula comes from. Times are in seconds, rates
+per second, sizes in bytes, unless a name says otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+
+from chatcore.wire import WireSizes, ws_frame_overhead
+
+from .params import Scenario
+
+#: Lubbers & Greco (2010) count one "Mbps" as 2**20 bit/s.
+LG_MBPS = 2 ** 20
+#: Their per-poll request+response header bytes, and their per-frame WebSocket overhead.
+LG_HEADER_BYTES = 871
+LG_WS_FRAME_BYTES = 2
+
+
+# --- short polling --------------------------------------------------------------------
+
+def short_polling_mean_wait(poll_interval_s: float) -> float:
+    """Mean time an event waits for the next poll: T/2, for a poll phase that is
+    uniform relative to the event (random phase per client)."""
+    return poll_interval_s / 2.0
+
+
+def short_polling_wait_sd(poll_interval_s: float) -> float:
+    """Standard deviation of that wait, U(0, T): T / sqrt(12)."""
+    return poll_interval_s / math.sqrt(12.0)
+
+
+def short_polling_requests_per_s(clients: int, poll_interval_s: float) -> float:
+    """Polls per second: N / T (Van de Vyvere et al. 2020: required requests/s >=
+    users / maximum acceptable latency)."""
+    return clients / poll_interval_s
+
+
+def header_overhead_bytes_per_s(requests_per_s: float, request_header_bytes: int,
+                                response_header_bytes: int) -> float:
+    """Bytes per second spent on HTTP headers alone."""
+    return requests_per_s * (request_header_bytes + response_header_bytes)
+
+
+def lg_mbps(bytes_per_s: float) -> float:
+    """Bytes per second in Lubbers & Greco's Mbps (2**20 bit/s)."""
+    return bytes_per_s * 8.0 / LG_MBPS
+
+
+def lubbers_greco_table(clients: tuple[int, ...] = (1_000, 10_000, 100_000)) -> list[dict[str, float]]:
+    """Lubbers & Greco (2010)'s table: every client polls once a second (871 header
+    bytes per poll) vs receives one WebSocket frame a second (2 bytes of framing)."""
+    return [{"clients": n,
+             "polling_mbps": lg_mbps(n * LG_HEADER_BYTES),
+             "websocket_mbps": lg_mbps(n * LG_WS_FRAME_BYTES)} for n in clients]
+
+
+def short_polling_mean_latency(sc: Scenario) -> float:
+    """Mean end-to-end latency of a message under short polling at light load:
+    upload + send CPU + durable append, then T/2 until the next poll reaches the
+    server, that poll's CPU, and the way down. Queueing for the CPU is ignored
+    (valid while utilisation is low)."""
+    one_way = sc.rtt_ms / 2000.0
+    store = (sc.queue_latency_ms + sc.persist_latency_ms) / 1000.0
+    return (one_way + sc.cpu_http_send_ms / 1000.0 + store
+            + short_polling_mean_wait(sc.poll_interval_s)
+            + (sc.cpu_poll_ms + sc.cpu_per_event_ms) / 1000.0 + one_way)
+
+
+# --- long polling ----------------------------------------------------------------------
+
+def long_polling_delivery_bounds(sc: Scenario) -> tuple[float, float]:
+    """(typical, worst) time from an event entering the recipient's log to the
+    recipient having it, under long polling at light load (RFC 6202 section 2.2).
+
+    Typical: a request is held, so one network transit (plus the delivery stage and
+    the release CPU). Worst: the event arrives just after a response left: that
+    response's transit, the next request's transit, then the transit of the
+    response carrying the event - about three transits.
+    """
+    one_way = sc.rtt_ms / 2000.0
+    release = (sc.cpu_longpoll_release_ms + sc.cpu_per_event_ms) / 1000.0
+    typical = sc.delivery_latency_ms / 1000.0 + release + one_way
+    worst = 3.0 * one_way + (sc.cpu_longpoll_hold_ms + sc.cpu_longpoll_release_ms
+                             + sc.cpu_per_event_ms) / 1000.0
+    return typical, worst
+
+
+def pimentel_nickerson_long_polling_ok(one_way_s: float, msg_interval_s: float) -> bool:
+    """Pimentel & Nickerson (2012): long polling performs about as well as WebSocket
+    while the network latency stays below half the interval between messages."""
+    return one_way_s < msg_interval_s / 2.0
+
+
+# --- WebSocket -----------------------------------------------------------------------------
+
+def websocket_mean_latency(sc: Scenario) -> float:
+    """Mean end-to-end latency under WebSocket at light load: upload, frame CPU,
+    durable append, delivery stage, push CPU, way down."""
+    one_way = sc.rtt_ms / 2000.0
+    return (2 * one_way + (sc.cpu_ws_frame_in_ms + sc.queue_latency_ms + sc.persist_latency_ms
+                           + sc.delivery_latency_ms + sc.cpu_ws_frame_out_ms) / 1000.0)
+
+
+def websocket_event_overhead(payload_bytes: int) -> int:
+    """Framing bytes of one pushed message event (RFC 6455: 2, 4 or 10 bytes)."""
+    return ws_frame_overhead(WireSizes.measure(payload_bytes).message_event, masked=False)
+
+
+# --- queueing ---------------------------------------------------------------------------------
+
+def littles_law_l(arrival_rate: float, mean_time_in_system: float) -> float:
+    """Little's law: L = lambda * W."""
+    return arrival_rate * mean_time_in_system
+
+
+def mm1_response_time(arrival_rate: float, service_rate: float) -> float:
+    """M/M/1 mean time in system: W = 1 / (mu - lambda)."""
+    if arrival_rate >= service_rate:
+        return math.inf
+    return 1.0 / (service_rate - arrival_rate)
+
+
+def erlang_c(servers: int, offered_load: float) -> float:
+    """Probability that an arrival waits in an M/M/c queue (Erlang C), with
+    offered load a = lambda / mu < c."""
+    c, a = servers, offered_load
+    if a >= c:
+        return 1.0
+    term, total = 1.0, 1.0
+    for k in range(1, c):
+        term *= a / k
+        total += term
+    last = term * a / c / (1.0 - a / c)
+    return last / (total + last)
+
+
+def mmc_response_time(arrival_rate: float, service_rate: float, servers: int) -> float:
+    """M/M/c mean time in system: W = C(c, a) / (c*mu - lambda) + 1/mu."""
+    a = arrival_rate / service_rate
+    if a >= servers:
+        return math.inf
+    return erlang_c(servers, a) / (servers * service_rate - arrival_rate) + 1.0 / service_rate
+
+
+def min_recovery_time(clients: int, accept_rate_per_s: float) -> float:
+    """Reconnecting N clients cannot take less than N / accept rate."""
+    return clients / accept_rate_per_s

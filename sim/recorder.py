@@ -1,0 +1,118 @@
+"""What the model counts while it runs: plain counters and flat lists, turned
+into tidy tables by :mod:`sim.results` once the run is over.
+
+Rates count only what happens inside the measurement window
+``[warmup_s, duration_s]``; the per-bin counters keep the whole run so the
+warm-up shows in time plots.
+"""
+
+from __future__ import annotations
+
+import math
+
+# Indices into a class's counter list.
+UP, DOWN, OVH_UP, PAY_UP, OVH_DOWN, PAY_DOWN, CPU_N, CPU_BUSY, CPU_WAIT = range(9)
+
+
+class Recorder:
+    def __init__(self, warmup_s: float, duration_s: float, end_s: float, bin_s: float,
+                 keep_cpu_samples: bool = False):
+        self.w0, self.w1, self.end = warmup_s, duration_s, end_s
+        self.bin_s = bin_s
+        nb = int(math.ceil(end_s / bin_s)) + 1
+        self.n_bins = nb
+        self.classes: dict[str, list[float]] = {}
+        self.b_up = [0] * nb
+        self.b_ovh_up = [0] * nb
+        self.b_pay_up = [0] * nb
+        self.b_ovh_down = [0] * nb
+        self.b_pay_down = [0] * nb
+        self.b_cpu = [0.0] * nb
+        self.b_deliveries = [0] * nb
+        self.poll_responses = 0
+        self.empty_responses = 0
+        # open connections and held requests, as intervals [start, end)
+        self.conn_start: list[float] = []
+        self.conn_end: list[float] = []
+        self.held_start: list[float] = []
+        self.held_end: list[float] = []
+        # one row per (message, recipient) delivery
+        self.d_msg: list[int] = []
+        self.d_recipient: list[int] = []
+        self.d_available: list[float] = []
+        self.d_received: list[float] = []
+        # one row per receipt that reached the message's sender
+        self.r_msg: list[int] = []
+        self.r_status: list[str] = []
+        self.r_sent: list[float] = []
+        self.r_received: list[float] = []
+        self.keep_cpu_samples = keep_cpu_samples
+        self.cpu_samples: list[tuple[str, float, float, float]] = []  # op, arrival, start, end
+
+    def _cls(self, name: str) -> list[float]:
+        c = self.classes.get(name)
+        if c is None:
+            c = self.classes[name] = [0] * 9
+        return c
+
+    def up(self, name: str, now: float, overhead: int, payload: int) -> None:
+        """A client->server request or frame that reached the server at *now*."""
+        b = int(now / self.bin_s)
+        self.b_up[b] += 1
+        self.b_ovh_up[b] += overhead
+        self.b_pay_up[b] += payload
+        if self.w0 <= now <= self.w1:
+            c = self._cls(name)
+            c[UP] += 1
+            c[OVH_UP] += overhead
+            c[PAY_UP] += payload
+
+    def down(self, name: str, now: float, overhead: int, payload: int) -> None:
+        """A server->client response or frame that left the server at *now*."""
+        b = int(now / self.bin_s)
+        self.b_ovh_down[b] += overhead
+        self.b_pay_down[b] += payload
+        if self.w0 <= now <= self.w1:
+            c = self._cls(name)
+            c[DOWN] += 1
+            c[OVH_DOWN] += overhead
+            c[PAY_DOWN] += payload
+
+    def poll_response(self, now: float, n_events: int) -> None:
+        if self.w0 <= now <= self.w1:
+            self.poll_responses += 1
+            if n_events == 0:
+                self.empty_responses += 1
+
+    def cpu(self, op: str, arrival: float, start: float, service: float) -> None:
+        self.b_cpu[int(start / self.bin_s)] += service
+        if self.w0 <= start <= self.w1:
+            c = self._cls(op)
+            c[CPU_N] += 1
+            c[CPU_BUSY] += service
+            c[CPU_WAIT] += start - arrival
+        if self.keep_cpu_samples:
+            self.cpu_samples.append((op, arrival, start, start + service))
+
+    def connection(self, start: float, end: float) -> None:
+        self.conn_start.append(start)
+        self.conn_end.append(end)
+
+    def held(self, start: float, end: float) -> None:
+        self.held_start.append(start)
+        self.held_end.append(end)
+
+    def delivery(self, msg: int, recipient: int, available: float, received: float) -> None:
+        self.d_msg.append(msg)
+        self.d_recipient.append(recipient)
+        self.d_available.append(available)
+        self.d_received.append(received)
+        b = int(received / self.bin_s)
+        if b < self.n_bins:
+            self.b_deliveries[b] += 1
+
+    def receipt(self, msg: int, status: str, sent: float, received: float) -> None:
+        self.r_msg.append(msg)
+        self.r_status.append(status)
+        self.r_sent.append(sent)
+        self.r_received.append(received)
