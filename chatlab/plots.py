@@ -1,0 +1,88 @@
+"""Figures for a comparison, used by the CLI (``--out``) and the notebooks.
+
+Built on ``matplotlib.figure.Figure`` directly (no pyplot state), so they work
+headless and display inline in Jupyter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+COLORS = {"short_polling": "#d62728", "long_polling": "#ff7f0e", "websocket": "#1f77b4"}
+LABELS = {"short_polling": "short polling", "long_polling": "long polling", "websocket": "WebSocket"}
+
+
+def latency_cdf(cmp, log_x: bool = True) -> Figure:
+    """Empirical CDF of end-to-end message latency, one line per transport."""
+    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for t, r in cmp.runs.items():
+        m = r.messages
+        lat = np.sort(m.loc[m["in_window"], "latency_ms"].to_numpy())
+        if lat.size:
+            ax.step(lat, np.arange(1, lat.size + 1) / lat.size, where="post",
+                    color=COLORS.get(t), label=f"{LABELS.get(t, t)} (p50 {np.median(lat):,.0f} ms)")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel("end-to-end latency (ms), send to receive")
+    ax.set_ylabel("fraction of messages")
+    ax.set_ylim(0, 1.01)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title("Message latency distribution")
+    return fig
+
+
+def load_bars(cmp) -> Figure:
+    """Requests/s, bandwidth (overhead vs payload) and held connections side by side."""
+    s = cmp.summary.set_index("transport")
+    names = list(s.index)
+    x = np.arange(len(names))
+    colors = [COLORS.get(n, "grey") for n in names]
+    labels = [LABELS.get(n, n) for n in names]
+    fig = Figure(figsize=(12, 4), layout="constrained")
+    ax1, ax2, ax3 = fig.subplots(1, 3)
+    ax1.bar(x, s["requests_per_s"], color=colors)
+    ax1.set_title("requests/s (client->server)")
+    overhead = (s["overhead_bytes_up_per_s"] + s["overhead_bytes_down_per_s"]) * 8 / 1e6
+    payload = (s["payload_bytes_up_per_s"] + s["payload_bytes_down_per_s"]) * 8 / 1e6
+    ax2.bar(x, payload, color=colors, alpha=0.45, label="payload (JSON bodies)")
+    ax2.bar(x, overhead, bottom=payload, color=colors, hatch="//", edgecolor="white",
+            label="overhead (headers, framing)")
+    ax2.set_title("bandwidth, both directions (Mbit/s)")
+    ax2.legend(fontsize=8)
+    w = 0.38
+    ax3.bar(x - w / 2, s["open_connections_mean"], w, color=colors, label="open connections")
+    ax3.bar(x + w / 2, s["held_requests_mean"], w, color=colors, alpha=0.45, label="held requests")
+    ax3.set_title("connections at the server (mean)")
+    ax3.legend(fontsize=8)
+    for ax in (ax1, ax2, ax3):
+        ax.set_xticks(x, labels)
+        ax.grid(True, axis="y", alpha=0.3)
+    return fig
+
+
+def timeline(cmp, column: str = "requests_up", ylabel: str = "requests per bin") -> Figure:
+    """A per-bin column over simulated time, one line per transport."""
+    fig = Figure(figsize=(8, 3.5), layout="constrained")
+    ax = fig.subplots()
+    for t, r in cmp.runs.items():
+        ax.plot(r.bins["t_s"], r.bins[column], color=COLORS.get(t), label=LABELS.get(t, t))
+    ax.axvspan(0, cmp.scenario.warmup_s, color="grey", alpha=0.15, label="warm-up")
+    ax.set_xlabel("simulated time (s)")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def save_figures(cmp, out: Path) -> list[Path]:
+    paths = []
+    for name, fig in (("latency_cdf.png", latency_cdf(cmp)), ("load.png", load_bars(cmp))):
+        p = out / name
+        fig.savefig(p, dpi=110)
+        paths.append(p)
+    return paths

@@ -1,0 +1,80 @@
+"""Turning a :class:`sim.Comparison` into what people read: a text table,
+JSON, CSV files and PNG figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# (label, key in the flat summary, format)
+ROWS: list[tuple[str, str, str]] = [
+    ("requests/s (client->server)", "requests_per_s", "{:,.1f}"),
+    ("empty poll responses", "empty_response_ratio", "{:.1%}"),
+    ("overhead bytes/s up", "overhead_bytes_up_per_s", "{:,.0f}"),
+    ("overhead bytes/s down", "overhead_bytes_down_per_s", "{:,.0f}"),
+    ("payload bytes/s up", "payload_bytes_up_per_s", "{:,.0f}"),
+    ("payload bytes/s down", "payload_bytes_down_per_s", "{:,.0f}"),
+    ("bytes on the wire per message", "bytes_per_message", "{:,.0f}"),
+    ("latency mean (ms)", "latency_ms_mean", "{:,.1f}"),
+    ("latency p50 (ms)", "latency_ms_p50", "{:,.1f}"),
+    ("latency p95 (ms)", "latency_ms_p95", "{:,.1f}"),
+    ("latency p99 (ms)", "latency_ms_p99", "{:,.1f}"),
+    ("latency max (ms)", "latency_ms_max", "{:,.1f}"),
+    ("receipt latency p50 (ms)", "receipt_latency_ms_p50", "{:,.1f}"),
+    ("open connections mean", "open_connections_mean", "{:,.0f}"),
+    ("open connections peak", "open_connections_peak", "{:,.0f}"),
+    ("held requests mean", "held_requests_mean", "{:,.1f}"),
+    ("server CPU utilisation", "server_cpu_utilization", "{:.1%}"),
+    ("memory, thread/conn (MiB)", "memory_thread_per_connection_mb", "{:,.0f}"),
+    ("memory, event loop (MiB)", "memory_event_loop_mb", "{:,.1f}"),
+    ("messages sent", "messages_sent", "{:,}"),
+    ("messages delivered", "messages_delivered", "{:,}"),
+]
+
+
+def _fmt(fmt: str, v: Any) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "-"
+    try:
+        return fmt.format(v)
+    except (ValueError, TypeError):
+        return str(v)
+
+
+def text_table(cmp) -> str:
+    s = cmp.summary.set_index("transport")
+    names = list(s.index)
+    width = max(len(r[0]) for r in ROWS)
+    colw = max(14, *(len(n) + 2 for n in names))
+    sc = cmp.scenario
+    head = (f"{sc.clients:,} clients, {sc.msg_rate_per_min:g} msg/min each, group {sc.group_size}, "
+            f"rtt {sc.rtt_ms:g} ms, poll every {sc.poll_interval_s:g} s, "
+            f"window {sc.warmup_s:g}-{sc.duration_s:g} s simulated, seed {sc.seed}")
+    lines = [head, "", "".ljust(width) + "".join(n.rjust(colw) for n in names)]
+    for label, key, fmt in ROWS:
+        if key not in s.columns:
+            continue
+        lines.append(label.ljust(width) + "".join(_fmt(fmt, s.at[n, key]).rjust(colw) for n in names))
+    return "\n".join(lines)
+
+
+def json_text(cmp) -> str:
+    return json.dumps(cmp.to_json(), indent=2, allow_nan=False)
+
+
+def write_outputs(cmp, out: Path) -> list[Path]:
+    """CSV tables and PNG figures into *out*; returns the files written."""
+    from . import plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in ("summary", "messages", "receipts", "classes", "bins"):
+        p = out / f"{name}.csv"
+        getattr(cmp, name).to_csv(p, index=False)
+        written.append(p)
+    p = out / "result.json"
+    p.write_text(json_text(cmp), encoding="utf-8")
+    written.append(p)
+    written += plots.save_figures(cmp, out)
+    return written
