@@ -286,6 +286,10 @@ async function loadHistory(conv) {
     if (m.sender === state.me) advance(row, 'sent');
     else conv.lastIncoming = Math.max(conv.lastIncoming, m.id);
   }
+  for (const [user, marks] of Object.entries(data.receipts ?? {})) {   // {user: {delivered, read}}
+    const known = user === state.me ? conv.receiptsSent : conv.peerReceipts;
+    for (const status of ['delivered', 'read']) known[status] = Math.max(known[status], marks[status]);
+  }
   applyReceipts(conv);
   sortRows(conv);
   sendReceipts();
