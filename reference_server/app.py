@@ -1,0 +1,163 @@
+"""Assembly: build the components, wire them into an aiohttp application, run it.
+
+    Client -> http_api / ws_api -> ChatService -> Store (SQLite: durable append + outbox)
+           -> DeliveryQueue (Redis Stream) -> DeliveryService -> Store (event logs) -> Hub
+           -> the recipient's WebSocket send queue, or its waiting long poll
+
+``create_app(config)`` returns an application whose start-up opens SQLite and Redis and
+starts the delivery and presence loops; ``run_server(config)`` also binds the port
+(0 = any free port) and returns a :class:`RunningServer` to read the port from and stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from chatcore import MAX_BODY_BYTES
+
+from .auth import Authenticator
+from .chat import ChatService
+from .config import ServerConfig
+from .delivery import DeliveryService
+from .http_api import CHAT, METRICS, add_routes, error_middleware
+from .hub import Hub
+from .metrics import Metrics
+from .presence import Presence
+from .queue import DeliveryQueue
+from .redis_link import connect
+from .store import Store
+from .ws_api import ws_handler
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+CONFIG: web.AppKey[ServerConfig] = web.AppKey("config", ServerConfig)
+
+
+def create_app(config: ServerConfig, static_dir: Path = STATIC_DIR) -> web.Application:
+    """An aiohttp application for *config*; nothing is opened until the app starts."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[error_middleware])
+    app[CONFIG] = config
+    app[METRICS] = Metrics()
+    add_routes(app, static_dir)
+    app.router.add_get("/ws", ws_handler)
+    app.cleanup_ctx.append(_components)
+    app.on_shutdown.append(_on_shutdown)
+    return app
+
+
+async def _components(app: web.Application):  # type: ignore[no-untyped-def]
+    """Open everything at start-up, close it in reverse order at clean-up."""
+    config = app[CONFIG]
+    metrics = app[METRICS]
+    store = await Store.open(config.database, retention=config.event_retention)
+    redis = connect(config.redis_url)
+    try:
+        await redis.ping()
+    except Exception as exc:
+        await store.close()
+        await redis.aclose()
+        raise RuntimeError(f"--redis-url={config.redis_url}: Redis does not answer ({exc})") from None
+    hub = Hub()
+    queue = DeliveryQueue(redis, config.redis_prefix)
+    delivery = DeliveryService(config, store, queue, hub, metrics)
+    chat_ref: list[ChatService] = []
+
+    async def announce(user: str, status: str, at_ms: int) -> None:
+        await chat_ref[0].announce_presence(user, status, at_ms)
+
+    presence = Presence(redis, config.redis_prefix, config.presence_ttl_s, config.presence_heartbeat_s, announce)
+    auth = Authenticator(store, config.scrypt_n, config.token_ttl_s)
+    chat = ChatService(config, store, auth, hub, presence, delivery, metrics)
+    chat_ref.append(chat)
+    app[CHAT] = chat
+    await delivery.start()
+    sweeper = asyncio.create_task(_sweep(presence, config.presence_sweep_s), name="presence-sweep")
+    log.info("chat server: db=%s redis=%s epoch=%s", config.database, config.redis_url or "embedded",
+             store.epoch)
+    yield
+    sweeper.cancel()
+    await asyncio.gather(sweeper, return_exceptions=True)
+    await delivery.stop()
+    await redis.aclose()
+    await store.close()
+
+
+async def _sweep(presence: Presence, every_s: float) -> None:
+    """Periodically mark users whose connections all expired offline."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await presence.sweep()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("presence sweep failed")
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    """Answer held long polls and close WebSockets so shutdown does not wait for them."""
+    chat = app.get(CHAT)
+    if chat is not None:
+        chat.hub.close()
+
+
+@dataclass
+class RunningServer:
+    """A started server: ``url`` to talk to it, :meth:`stop` to end it."""
+
+    runner: web.AppRunner
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def app(self) -> web.Application:
+        return self.runner.app
+
+    @property
+    def chat(self) -> ChatService:
+        return self.runner.app[CHAT]
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def run_server(config: ServerConfig, static_dir: Path = STATIC_DIR) -> RunningServer:
+    """Start the server in this event loop; returns once it accepts connections."""
+    runner = web.AppRunner(create_app(config, static_dir), access_log=None, shutdown_timeout=2.0,
+                           handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    port = config.port
+    server = site._server  # the asyncio Server: the only place the bound port of port 0 is
+    if server is not None and getattr(server, "sockets", None):
+        port = server.sockets[0].getsockname()[1]
+    return RunningServer(runner, config.host, port)
+
+
+async def serve_forever(config: ServerConfig) -> None:
+    """Run until cancelled (Ctrl-C in ``chatlab serve``)."""
+    server = await run_server(config)
+    print(f"chat server on {server.url}  (db {config.database}, redis "
+          f"{config.redis_url or 'embedded fakeredis'}, ws compression "
+          f"{'on' if config.ws_compression else 'off'})", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await server.stop()

@@ -1,0 +1,102 @@
+"""Server configuration: one frozen, validated object (vary it with ``dataclasses.replace``).
+
+Every default that comes from a real system names it; see ``docs/server.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything the server needs to start. Unknown keyword arguments are a TypeError
+    (a frozen dataclass refuses them), so a typo in a test or tool fails loudly."""
+
+    host: str = "127.0.0.1"
+    #: 0 asks the OS for a free port; :func:`reference_server.app.run_server` returns it.
+    port: int = 8080
+    #: ``None`` = embedded fakeredis (one FakeServer shared by every client in the process).
+    redis_url: str | None = None
+    #: Prefix of every Redis key, so several servers or test runs can share one Redis.
+    redis_prefix: str = "chatlab"
+    data_dir: Path = Path("var")
+    #: SQLite file; ``None`` = ``<data_dir>/chat.sqlite3``.
+    db_path: Path | None = None
+    #: permessage-deflate on WebSockets. Off by default: it costs CPU on every frame.
+    ws_compression: bool = False
+
+    # --- auth ---------------------------------------------------------------
+    token_ttl_s: float = 24 * 3600.0
+    #: scrypt cost (N). 2**14 is the stdlib-documented interactive-login level; tests lower it.
+    scrypt_n: int = 2 ** 14
+
+    # --- transports -----------------------------------------------------------
+    #: Most events one poll returns; the client asks again for the rest.
+    poll_max_events: int = 500
+    #: Longest long-poll hold a client may ask for (RFC 6202: ~30 s is safe, 120 s has worked).
+    longpoll_max_timeout_s: float = 120.0
+    longpoll_default_timeout_s: float = 30.0
+    #: The first WebSocket frame (``auth``) must arrive within this time, else close 4001.
+    ws_auth_timeout_s: float = 10.0
+    #: Bytes queued for one WebSocket before it is closed as a slow consumer (Centrifugo: 1 MB).
+    ws_send_queue_bytes: int = 1024 * 1024
+    #: WebSocket ping interval; a peer that does not answer is closed (aiohttp heartbeat).
+    ws_ping_interval_s: float = 25.0
+
+    # --- rate limit: token bucket per user over sends and receipts ---------------
+    rate_per_s: float = 20.0
+    rate_burst: int = 40
+
+    # --- presence (Centrifugo: 60 s TTL, 25 s refresh; TTL 2-3x the heartbeat) ---
+    presence_ttl_s: float = 60.0
+    presence_heartbeat_s: float = 25.0
+    presence_sweep_s: float = 5.0
+
+    # --- delivery queue (Redis Streams) ---------------------------------------
+    #: Pending entries idle longer than this are reclaimed with XAUTOCLAIM.
+    queue_visibility_timeout_s: float = 30.0
+    queue_reclaim_every_s: float = 5.0
+    #: An entry delivered this many times without an XACK is a poison message: dead-lettered.
+    queue_max_deliveries: int = 5
+    queue_block_ms: int = 1000
+    queue_batch: int = 100
+
+    # --- event log ------------------------------------------------------------
+    #: Events kept per user; older ones are trimmed and their cursors expire (HTTP 410).
+    event_retention: int = 10_000
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("port", 0 <= self.port <= 65535, "expected an integer 0-65535"),
+            ("token_ttl_s", self.token_ttl_s > 0, "expected > 0"),
+            ("scrypt_n", self.scrypt_n >= 2 and self.scrypt_n & (self.scrypt_n - 1) == 0,
+             "expected a power of two >= 2"),
+            ("poll_max_events", self.poll_max_events >= 1, "expected >= 1"),
+            ("longpoll_max_timeout_s", self.longpoll_max_timeout_s > 0, "expected > 0"),
+            ("longpoll_default_timeout_s",
+             0 <= self.longpoll_default_timeout_s <= self.longpoll_max_timeout_s,
+             "expected 0..longpoll_max_timeout_s"),
+            ("ws_auth_timeout_s", self.ws_auth_timeout_s > 0, "expected > 0"),
+            ("ws_send_queue_bytes", self.ws_send_queue_bytes >= 1024, "expected >= 1024"),
+            ("rate_per_s", self.rate_per_s > 0, "expected > 0"),
+            ("rate_burst", self.rate_burst >= 1, "expected >= 1"),
+            ("presence_ttl_s", self.presence_ttl_s > self.presence_heartbeat_s > 0,
+             "expected presence_ttl_s > presence_heartbeat_s > 0"),
+            ("presence_sweep_s", self.presence_sweep_s > 0, "expected > 0"),
+            ("queue_max_deliveries", self.queue_max_deliveries >= 1, "expected >= 1"),
+            ("event_retention", self.event_retention >= 1, "expected >= 1"),
+        ]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"{name}={getattr(self, name)!r}: {allowed}")
+
+    @property
+    def database(self) -> Path:
+        """The SQLite file this configuration uses."""
+        return Path(self.db_path) if self.db_path is not None else Path(self.data_dir) / "chat.sqlite3"
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))

@@ -1,0 +1,209 @@
+"""HTTP endpoints (docs/PROTOCOL.md): thin handlers that authenticate, parse and call
+:class:`~reference_server.chat.ChatService`.
+
+The error middleware is the one place where a refusal becomes a response: an
+:class:`ApiError` keeps its status, aiohttp's own refusals (unknown route, wrong
+method, body too large) get the same JSON shape, and an unexpected exception is
+logged and answered 503 (the server's fault, retry later), never 500.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from chatcore import MAX_BODY_BYTES, encode
+
+from . import payloads
+from .auth import bearer
+from .chat import ChatService
+from .errors import ApiError, bad_request
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+CHAT: web.AppKey[ChatService] = web.AppKey("chat", ChatService)
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_TRANSPORT_OF_PATH = {"/api/poll": "short_polling", "/api/longpoll": "long_polling"}
+_AIOHTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+
+
+def json_response(obj: Any, status: int = 200) -> web.Response:
+    """A response whose body is exactly ``chatcore.encode(obj)``."""
+    return web.Response(body=encode(obj), status=status, content_type="application/json")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    metrics = request.app[METRICS]
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = json_response(exc.body(), exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _AIOHTTP_CODES.get(exc.status, "bad_request" if exc.status < 500 else "unavailable")
+        message = exc.reason if exc.status != 413 else f"body larger than {MAX_BODY_BYTES} bytes"
+        response = json_response({"error": code, "message": message}, exc.status)
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        response = json_response({"error": "unavailable", "message": "server error; retry later"}, 503)
+    if response.status >= 400:
+        metrics.rejected.inc(status=str(response.status))
+    if request.path != "/ws" and isinstance(response, web.Response):
+        transport = _TRANSPORT_OF_PATH.get(request.path, "api")
+        body_out = len(response.body) if isinstance(response.body, (bytes, bytearray)) else 0
+        metrics.traffic(transport, request.content_length or 0, body_out)
+    return response
+
+
+def _query(request: web.Request, allowed: set[str]) -> dict[str, str]:
+    """The query parameters, refusing unknown or repeated ones (and a token in the URL)."""
+    q = request.query
+    unknown = set(q) - allowed
+    if unknown:
+        raise bad_request(f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+    for key in q:
+        if len(q.getall(key)) > 1:
+            raise bad_request(f"{key}: given more than once")
+    return dict(q)
+
+
+async def _body(request: web.Request) -> Any:
+    return payloads.decode_json(await request.read())
+
+
+def token_of(request: web.Request) -> str | None:
+    return bearer(request.headers.get("Authorization"))
+
+
+async def _user(request: web.Request) -> str:
+    return await request.app[CHAT].auth.user_of(token_of(request))
+
+
+def poll_conn_id(token: str | None) -> str:
+    """Presence identity of a polling client: one per login (token), i.e. per device."""
+    return "t:" + hashlib.sha256((token or "").encode()).hexdigest()[:16]
+
+
+# --- handlers ---------------------------------------------------------------------
+async def register(request: web.Request) -> web.Response:
+    _query(request, set())
+    cred = payloads.parse_credentials(await _body(request))
+    return json_response(await request.app[CHAT].register(cred), 201)
+
+
+async def login(request: web.Request) -> web.Response:
+    _query(request, set())
+    cred = payloads.parse_credentials(await _body(request))
+    return json_response(await request.app[CHAT].login(cred))
+
+
+async def send_message(request: web.Request) -> web.Response:
+    user = await _user(request)
+    _query(request, set())
+    req = payloads.parse_send(await _body(request))
+    return json_response(await request.app[CHAT].send(user, req))
+
+
+async def post_receipt(request: web.Request) -> web.Response:
+    user = await _user(request)
+    _query(request, set())
+    req = payloads.parse_receipt(await _body(request))
+    return json_response(await request.app[CHAT].receipt(user, req))
+
+
+async def create_group(request: web.Request) -> web.Response:
+    user = await _user(request)
+    _query(request, set())
+    members = payloads.parse_group(await _body(request))
+    return json_response(await request.app[CHAT].create_group(user, members), 201)
+
+
+async def history(request: web.Request) -> web.Response:
+    user = await _user(request)
+    q = _query(request, {"before", "limit"})
+    conv = payloads.conversation_id(request.match_info["conversation"], "conversation id")
+    before = payloads.parse_int(q.get("before"), "before", None, 1, 2 ** 53)
+    limit = payloads.parse_int(q.get("limit"), "limit", 50, 1, 500)
+    assert limit is not None
+    return json_response(await request.app[CHAT].history(user, conv, before, limit))
+
+
+async def presence(request: web.Request) -> web.Response:
+    await _user(request)
+    q = _query(request, {"users"})
+    names = [n for n in q.get("users", "").split(",") if n]
+    if not names or len(names) > 100:
+        raise bad_request("users: expected 1-100 comma-separated user names")
+    users = [payloads.user_name(n, "users[]") for n in dict.fromkeys(names)]
+    return json_response(await request.app[CHAT].presence_of(users))
+
+
+async def poll(request: web.Request) -> web.Response:
+    user = await _user(request)
+    q = _query(request, {"after"})
+    after = payloads.parse_cursor(q.get("after"))
+    return json_response(await request.app[CHAT].poll(user, poll_conn_id(token_of(request)), after))
+
+
+async def long_poll(request: web.Request) -> web.Response:
+    user = await _user(request)
+    chat = request.app[CHAT]
+    q = _query(request, {"after", "timeout"})
+    after = payloads.parse_cursor(q.get("after"))
+    timeout = payloads.parse_number(q.get("timeout"), "timeout", chat.config.longpoll_default_timeout_s,
+                                    0.0, chat.config.longpoll_max_timeout_s)
+    return json_response(await chat.long_poll(user, poll_conn_id(token_of(request)), after, timeout))
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    await _user(request)
+    chat = request.app[CHAT]
+    try:
+        chat.metrics.queue_lag.set(await chat.delivery.queue.lag())
+    except Exception:
+        log.warning("could not read queue lag", exc_info=True)
+    return web.Response(text=chat.metrics.render(), content_type="text/plain", charset="utf-8",
+                        headers={"X-Prometheus-Format": "0.0.4"})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    chat = request.app[CHAT]
+    try:
+        await chat.delivery.queue.redis.ping()
+    except Exception as exc:
+        return json_response({"status": "unavailable", "redis": str(exc)[:200]}, 503)
+    return json_response({"status": "ok", "epoch": chat.store.epoch})
+
+
+def add_routes(app: web.Application, static_dir: Path) -> None:
+    app.router.add_post("/api/register", register)
+    app.router.add_post("/api/login", login)
+    app.router.add_post("/api/messages", send_message)
+    app.router.add_post("/api/receipts", post_receipt)
+    app.router.add_post("/api/groups", create_group)
+    app.router.add_get("/api/conversations/{conversation}/messages", history)
+    app.router.add_get("/api/presence", presence)
+    app.router.add_get("/api/poll", poll)
+    app.router.add_get("/api/longpoll", long_poll)
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/healthz", healthz)
+
+    async def index(request: web.Request) -> web.StreamResponse:
+        page = static_dir / "index.html"
+        if not page.is_file():
+            raise ApiError(404, "not_found", "no demo page installed (reference_server/static/index.html)")
+        return web.FileResponse(page)
+
+    app.router.add_get("/", index)
+    if static_dir.is_dir():
+        app.router.add_static("/static/", static_dir, follow_symlinks=False)

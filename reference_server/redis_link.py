@@ -1,0 +1,34 @@
+"""Connecting to Redis: a real server from a URL, or the embedded fakeredis.
+
+The embedded mode uses one explicit ``fakeredis.FakeServer`` per process, shared by
+every client made here: two FakeAsyncRedis objects without a shared server would
+see two different databases.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+
+_EMBEDDED: Any = None
+
+
+def embedded_server() -> Any:
+    """The process-wide fakeredis server (created on first use)."""
+    global _EMBEDDED
+    if _EMBEDDED is None:
+        import fakeredis
+
+        _EMBEDDED = fakeredis.FakeServer()
+    return _EMBEDDED
+
+
+def connect(url: str | None) -> aioredis.Redis:
+    """A client for *url*, or for the embedded server when *url* is None. Replies are str."""
+    if url is None:
+        import fakeredis
+
+        return fakeredis.FakeAsyncRedis(server=embedded_server(), decode_responses=True)
+    return aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2,
+                                   health_check_interval=30)
