@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,13 +152,16 @@ async def run_server(config: ServerConfig, static_dir: Path = STATIC_DIR) -> Run
 
 
 async def serve_forever(config: ServerConfig) -> None:
-    """Run until cancelled (Ctrl-C in ``chatlab serve``)."""
+    """Run until SIGTERM or cancellation (Ctrl-C in ``chatlab serve``), then stop cleanly."""
     server = await run_server(config)
+    stop = asyncio.Event()
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     print(f"chat server on {server.url}  (db {config.database}, redis "
           f"{config.redis_url or 'embedded fakeredis'}, ws compression "
           f"{'on' if config.ws_compression else 'off'})", flush=True)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         with contextlib.suppress(Exception):
             await server.stop()

@@ -1,0 +1,63 @@
+"""``chatlab serve``: run the reference chat server (docs/server.md).
+
+Defaults need nothing installed: embedded fakeredis and SQLite under ``./var``.
+aiohttp and the server package are imported inside :func:`run` only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from .errors import UsageError
+
+_HOST = re.compile(r"^[A-Za-z0-9.:\-\[\]]{1,253}$")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", default="8080", help="TCP port, 1-65535 (default 8080)")
+    parser.add_argument("--redis-url", default=None,
+                        help="e.g. redis://127.0.0.1:6379/0 (default: embedded fakeredis, in memory)")
+    parser.add_argument("--data-dir", default="var", help="directory for the SQLite file (default ./var)")
+    parser.add_argument("--db", default=None, help="SQLite file (default <data-dir>/chat.sqlite3)")
+    parser.add_argument("--ws-compression", action="store_true",
+                        help="offer permessage-deflate on WebSockets (off by default: it costs throughput)")
+
+
+def _port(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise UsageError(f"--port={text}: expected an integer 1-65535")
+    return int(text)
+
+
+def run(args: argparse.Namespace) -> int:
+    port = _port(str(args.port))
+    if not _HOST.match(args.host):
+        raise UsageError(f"--host={args.host}: expected an IP address or host name")
+    if args.redis_url is not None and not re.match(r"^rediss?://", args.redis_url):
+        raise UsageError(f"--redis-url={args.redis_url}: expected redis://host:port/db or rediss://...")
+    data_dir = Path(args.data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise UsageError(f"--data-dir={args.data_dir}: exists and is not a directory")
+    db = Path(args.db) if args.db else None
+    if db is not None and db.is_dir():
+        raise UsageError(f"--db={args.db}: is a directory, expected a file path")
+
+    import asyncio
+    import logging
+
+    from reference_server.app import serve_forever
+    from reference_server.config import ServerConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ServerConfig(host=args.host, port=port, redis_url=args.redis_url, data_dir=data_dir,
+                          db_path=db, ws_compression=bool(args.ws_compression))
+    try:
+        asyncio.run(serve_forever(config))
+    except OSError as exc:  # port in use, permission denied, unwritable data dir
+        raise UsageError(f"--host={args.host} --port={port}: {exc.strerror or exc}") from None
+    except RuntimeError as exc:  # Redis does not answer
+        raise UsageError(str(exc)) from None
+    return 0
