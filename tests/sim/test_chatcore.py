@@ -1,0 +1,76 @@
+"""The shared vocabulary: framing sizes, envelope sizes, cursors, states, backoff."""
+
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chatcore import (Backoff, Cursor, CursorError, MessageState, WireSizes, advance_message_state, encode,
+                      message_event, poll_response, ws_frame_overhead)
+from chatcore.backoff import POLICIES, backoff_delay
+
+
+@pytest.mark.parametrize("length,masked,expected", [
+    (0, False, 2), (125, False, 2), (126, False, 4), (65535, False, 4), (65536, False, 10),
+    (0, True, 6), (125, True, 6), (126, True, 8), (65536, True, 14),
+])
+def test_rfc6455_5_2_frame_header_sizes(length, masked, expected):
+    assert ws_frame_overhead(length, masked) == expected
+
+
+def test_sizes_are_the_sizes_of_real_envelopes():
+    s = WireSizes.measure(57)
+    ev = message_event("eeeeeeee.9999999", 9999999, "dm:uuuuuuuu:uuuuuuuu", "uuuuuuuu", "x" * 57,
+                       "f" * 32, 1_764_000_000_000)
+    assert s.message_event == len(encode(ev))
+    assert s.poll_body(2 * s.message_event, 2) == len(encode(poll_response([ev, ev], "eeeeeeee.9999999")))
+    assert s.poll_body(0, 0) == len(encode(poll_response([], "eeeeeeee.9999999")))
+
+
+def test_payload_grows_envelope_byte_for_byte():
+    assert WireSizes.measure(300).message_event - WireSizes.measure(100).message_event == 200
+
+
+@given(epoch=st.from_regex(r"[0-9a-z]{1,16}", fullmatch=True), seq=st.integers(0, 10**15))
+def test_cursor_round_trip(epoch, seq):
+    c = Cursor(epoch, seq)
+    assert Cursor.parse(str(c)) == c
+
+
+@pytest.mark.parametrize("text", ["", "abc", "abc.", ".5", "abc.-1", "ABC.1", "a.b", "a.1.2", "x" * 50,
+                                  "a.١"])
+def test_cursor_rejects(text):
+    with pytest.raises(CursorError):
+        Cursor.parse(text)
+
+
+def test_message_state_only_moves_forward():
+    assert advance_message_state(MessageState.SENT, "delivered") is MessageState.DELIVERED
+    assert advance_message_state(MessageState.DELIVERED, "read") is MessageState.READ
+    assert advance_message_state(MessageState.READ, "delivered") is MessageState.READ
+    assert advance_message_state(MessageState.SENT, "read") is MessageState.READ
+
+
+@given(policy=st.sampled_from(POLICIES), attempt=st.integers(0, 80),
+       base=st.floats(0.01, 5), cap=st.floats(0.01, 120), seed=st.integers(0, 2**32 - 1))
+def test_backoff_stays_within_aws_bounds(policy, attempt, base, cap, seed):
+    rng = random.Random(seed)
+    v = min(cap, base * 2.0 ** attempt)
+    prev = base * 1.7
+    d = backoff_delay(policy, attempt, base, cap, prev, rng)
+    bounds = {"immediate": (0, 0), "fixed": (min(cap, base), min(cap, base)), "exponential": (v, v),
+              "full_jitter": (0, v), "equal_jitter": (v / 2, v),
+              "decorrelated_jitter": (min(cap, base), min(cap, max(base, 3 * prev)))}[policy]
+    assert bounds[0] - 1e-12 <= d <= bounds[1] + 1e-12
+
+
+def test_backoff_works_with_numpy_and_stdlib_rngs_and_resets():
+    for rng in (random.Random(1), np.random.default_rng(1)):
+        b = Backoff("exponential", 0.5, 8.0, rng)
+        assert [b.next_delay() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+        b.reset()
+        assert b.next_delay() == 0.5
+    with pytest.raises(ValueError, match="reconnect_policy"):
+        Backoff("sometimes", 1, 2, random.Random())

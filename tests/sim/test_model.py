@@ -1,0 +1,163 @@
+"""Functional tests of the model: reproducibility, common random numbers,
+conservation (nothing lost, nothing duplicated) and monotonic behaviour."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from chatlab.parallel import run_many
+from sim import Scenario, compare, run
+
+SMALL = dict(clients=60, msg_rate_per_min=6, duration_s=60, warmup_s=10)
+
+
+def sc(**kw):
+    return Scenario().with_overrides({**SMALL, **kw})
+
+
+@pytest.fixture(scope="module")
+def small_cmp():
+    return compare(sc(seed=7))
+
+
+def test_same_seed_same_results(small_cmp):
+    again = compare(sc(seed=7))
+    for t in small_cmp.runs:
+        a, b = small_cmp.runs[t], again.runs[t]
+        assert a.summary == b.summary
+        for table in ("messages", "receipts", "classes", "bins"):
+            pd.testing.assert_frame_equal(getattr(a, table), getattr(b, table))
+
+
+def test_other_seed_other_results(small_cmp):
+    other = compare(sc(seed=8, transports="websocket"))
+    assert not other.runs["websocket"].messages["sent_at"].equals(small_cmp.runs["websocket"].messages["sent_at"])
+
+
+def test_every_transport_sees_the_same_messages(small_cmp):
+    runs = list(small_cmp.runs.values())
+    sent = {r.transport: r.summary["messages_sent"] for r in runs}
+    assert len(set(sent.values())) == 1
+    keys = [r.messages[["msg", "recipient", "sent_at"]].reset_index(drop=True) for r in runs]
+    for k in keys[1:]:
+        pd.testing.assert_frame_equal(keys[0], k)
+
+
+@pytest.mark.parametrize("transport", ["short_polling", "long_polling", "websocket"])
+def test_nothing_lost_nothing_duplicated(small_cmp, transport):
+    r = small_cmp.runs[transport]
+    m = r.messages
+    assert not m.duplicated(["msg", "recipient"]).any()
+    assert r.summary["messages_delivered"] == r.summary["messages_sent"] > 0
+    assert (m.received_at >= m.available_at).all() and (m.available_at > m.sent_at).all()
+    assert (m.sender != m.recipient).all()
+
+
+@pytest.mark.parametrize("transport", ["short_polling", "long_polling", "websocket"])
+def test_receipts_come_back_to_the_sender(small_cmp, transport):
+    r = small_cmp.runs[transport]
+    delivered_msgs = set(r.messages.loc[r.messages.in_window, "msg"])
+    rec = r.receipts
+    # A receipt covers every message up to it (up_to), so each receipt names the newest message
+    # of its batch; every in-window message is covered by a delivered receipt, and reads follow.
+    for status in ("delivered", "read"):
+        covered = rec.loc[rec.status == status, "msg"].to_numpy()
+        assert covered.size > 0
+    first = r.messages.groupby("msg").received_at.min()
+    rr = rec.merge(first.rename("got_at"), left_on="msg", right_index=True)
+    assert (rr.sent_at >= rr.got_at - 1e-9).all()  # no receipt before the message arrived
+    assert (rec.received_at > rec.sent_at).all()
+    assert len(delivered_msgs) > 0
+
+
+def test_receipts_off_means_no_receipt_traffic():
+    r = run(sc(receipts=False), "long_polling")
+    assert len(r.receipts) == 0
+    assert "receipt" not in set(r.classes["class"])
+
+
+def test_group_messages_fan_out_to_every_other_member():
+    r = run(sc(clients=60, group_size=5, transports="websocket"), "websocket")
+    per_msg = r.messages.groupby("msg").size()
+    assert (per_msg == 4).all()
+
+
+def test_more_clients_more_load():
+    a = run(sc(clients=40), "short_polling").summary
+    b = run(sc(clients=80), "short_polling").summary
+    assert b["requests_per_s"] > 1.8 * a["requests_per_s"]
+    assert b["server_cpu_utilization"] > a["server_cpu_utilization"]
+    assert b["open_connections_mean"] > a["open_connections_mean"]
+
+
+def test_faster_polling_lower_latency_more_requests():
+    slow = run(sc(poll_interval_s=4), "short_polling").summary
+    fast = run(sc(poll_interval_s=1), "short_polling").summary
+    assert fast["latency_ms"]["p50"] < slow["latency_ms"]["p50"]
+    polls = {k: run(sc(poll_interval_s=v), "short_polling").classes.set_index("class").at["poll", "up_per_s"]
+             for k, v in (("slow", 4), ("fast", 1))}
+    assert polls["fast"] == pytest.approx(4 * polls["slow"], rel=0.05)  # +-1 poll per client in 50 s
+    assert fast["requests_per_s"] > slow["requests_per_s"]
+    assert fast["empty_response_ratio"] > slow["empty_response_ratio"]
+
+
+def test_overload_shows_as_queueing_not_as_lost_work():
+    light = run(sc(clients=200, server_cores=1, transports="short_polling", poll_interval_s=1), "short_polling")
+    heavy = run(sc(clients=200, server_cores=1, transports="short_polling", poll_interval_s=1,
+                   cpu_poll_ms=6.0), "short_polling")
+    assert heavy.summary["server_cpu_utilization"] > 0.95
+    assert heavy.summary["cpu_wait_ms_mean"] > 50 * max(light.summary["cpu_wait_ms_mean"], 1e-3)
+    assert heavy.summary["latency_ms"]["p95"] > light.summary["latency_ms"]["p95"]
+
+
+def test_keepalive_shorter_than_poll_interval_reopens_connections():
+    kept = run(sc(poll_interval_s=5, http_keepalive_s=75), "short_polling")
+    closed = run(sc(poll_interval_s=5, http_keepalive_s=2), "short_polling")
+    assert kept.summary["open_connections_mean"] > 1.9 * SMALL["clients"]
+    assert closed.summary["open_connections_mean"] < 0.5 * kept.summary["open_connections_mean"]
+    # every poll now pays a new connection: the accept's CPU on top of the poll's
+    per_poll = closed.classes.set_index("class").loc["poll"]
+    s = closed.scenario
+    # (each client receives ~1.5 events per 5 s poll at this rate: allow up to 3 events' cost)
+    per_op_ms = per_poll.cpu_busy_s / per_poll.cpu_ops * 1000
+    assert s.cpu_poll_ms + s.cpu_handshake_ms <= per_op_ms <= s.cpu_poll_ms + s.cpu_handshake_ms + 3 * s.cpu_per_event_ms
+
+
+def test_long_polling_holds_a_request_per_client_websocket_holds_none(small_cmp):
+    s = small_cmp.summary.set_index("transport")
+    assert s.at["long_polling", "held_requests_mean"] > 0.9 * SMALL["clients"]
+    assert s.at["websocket", "held_requests_mean"] == 0
+    assert s.at["websocket", "open_connections_mean"] == pytest.approx(SMALL["clients"])
+    assert s.at["short_polling", "empty_response_ratio"] > s.at["long_polling", "empty_response_ratio"]
+
+
+def test_jitter_keeps_websocket_frames_in_order():
+    r = run(sc(net_jitter_ms=40, transports="websocket"), "websocket")
+    m = r.messages.sort_values(["recipient", "available_at"])
+    for _, g in m.groupby("recipient"):
+        assert np.all(np.diff(g.received_at.to_numpy()) >= -1e-12)
+    assert r.summary["latency_ms"]["p99"] > r.summary["latency_ms"]["p50"] + 10
+
+
+def test_serial_equals_parallel():
+    s = sc(seed=3)
+    tasks = [(s, t) for t in s.transports]
+    serial = run_many(tasks, jobs=1)
+    parallel = run_many(tasks, jobs=2)
+    for a, b in zip(serial, parallel):
+        assert a.summary == b.summary
+        pd.testing.assert_frame_equal(a.messages, b.messages)
+
+
+def test_json_contract(small_cmp):
+    out = small_cmp.to_json()
+    assert set(out) == {"scenario", "results"}
+    assert out["scenario"]["clients"] == SMALL["clients"]
+    required = {"transport", "requests_per_s", "empty_response_ratio", "overhead_bytes_up_per_s",
+                "overhead_bytes_down_per_s", "payload_bytes_up_per_s", "payload_bytes_down_per_s", "latency_ms",
+                "open_connections_mean", "open_connections_peak", "server_cpu_utilization", "messages_sent",
+                "messages_delivered"}
+    for res in out["results"]:
+        assert required <= set(res)
+        assert set(res["latency_ms"]) >= {"mean", "p50", "p95", "p99", "max"}
+    assert [r["transport"] for r in out["results"]] == list(small_cmp.scenario.transports)
