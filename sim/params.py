@@ -28,7 +28,7 @@ class ParameterError(ValueError):
 
     def __init__(self, name: str, value: Any, allowed: str):
         self.name, self.value, self.allowed = name, value, allowed
-        shown = value if isinstance(value, str) else repr(value)
+        shown = value if isinstance(value, str) and value.isprintable() else repr(value)
         super().__init__(f"{name}={shown}: {allowed}")
 
 
@@ -252,7 +252,9 @@ _TYPES: dict[str, type] = {
 PARAMETER_NAMES: tuple[str, ...] = tuple(_TYPES)
 
 
-def _show(value: Any) -> str:
+def _show(value: Any) -> Any:
+    if isinstance(value, str):
+        return value
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
