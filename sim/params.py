@@ -212,7 +212,16 @@ class Scenario:
         """A new scenario with *values* applied. Values may be typed (from TOML or
         Python) or strings (from ``--set``); unknown names raise ParameterError."""
         changes = {name: _coerce(name, value) for name, value in values.items()}
-        return dataclasses.replace(self, **changes)
+        try:
+            return dataclasses.replace(self, **changes)
+        except ParameterError as exc:
+            # A limit between two parameters: name the one the caller changed.
+            partner = _PARTNERS.get(exc.name)
+            if exc.name not in changes and partner in changes:
+                new = dataclasses.replace(self, **{k: v for k, v in changes.items() if k != partner})
+                raise ParameterError(partner, _show(changes[partner]), _PARTNER_ALLOWED[partner].format(
+                    **{exc.name: _show(getattr(new, exc.name))})) from None
+            raise
 
     @classmethod
     def from_toml(cls, text: str, base: "Scenario | None" = None) -> "Scenario":
@@ -250,6 +259,9 @@ _TYPES: dict[str, type] = {
     f.name: (tuple if f.name == "transports" else type(f.default)) for f in dataclasses.fields(Scenario)
 }
 PARAMETER_NAMES: tuple[str, ...] = tuple(_TYPES)
+_PARTNERS = {"warmup_s": "duration_s", "group_size": "clients"}
+_PARTNER_ALLOWED = {"duration_s": "a number > 0 and > warmup_s ({warmup_s})",
+                    "clients": "an integer >= 2 and >= group_size ({group_size})"}
 
 
 def _show(value: Any) -> Any:
