@@ -82,7 +82,8 @@ class Server:
         env = self.env
         arrival = env.now
         req = self.cpu.request()
-        yield req
+        if not req.triggered:  # granted at once when a core is free: no need to wait on it
+            yield req
         start = env.now
         yield env.timeout(cost_s)
         self.cpu.release(req)
@@ -262,7 +263,8 @@ class ShortPollingClient(HttpClient):
             if exponential:
                 cost *= server._unit()
             req = cpu.request()
-            yield req
+            if not req.triggered:
+                yield req
             start = env.now
             yield timeout(cost)
             cpu.release(req)

@@ -185,3 +185,16 @@ def test_websocket_reconnects_and_resumes(clients) -> None:
     bob.send("after the button")
     expect(alice.rows("in", "after the button")).to_have_count(1)
     expect(alice.tid("messages").locator('[data-testid="message"]')).to_have_count(3)
+
+
+def test_refused_message_is_marked_failed(clients) -> None:
+    """A message to a user who does not exist is refused (404): the row says so."""
+    alice = clients("alice")
+    alice.login("long_polling")
+    nobody = unique("nobody")
+    alice.open_chat(nobody)
+    expect(alice.presence(nobody)).to_have_attribute("data-status", "unknown")
+    alice.send("anyone there?")
+    row = alice.rows("out", "anyone there?")
+    expect(row).to_have_attribute("data-state", "failed")
+    expect(row).to_have_attribute("title", re.compile("no such user"))

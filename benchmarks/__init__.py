@@ -1,0 +1,1 @@
+"""Speed benchmarks (``make bench``): numbers to report, never timed tests."""
