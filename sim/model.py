@@ -415,7 +415,8 @@ class ChatModel:
         self.net = Network(sc.rtt_ms / 1000.0, sc.net_jitter_ms / 1000.0, rngs["jitter"])
         self.server = Server(self.env, sc, self.rec, rngs["service"])
         self.sizes = WireSizes.measure(sc.payload_bytes)
-        self.receipt_ack_bytes = 11  # {"ok":true}
+        # The server answers a receipt with its effective watermark, shaped like the request.
+        self.receipt_ack_bytes = self.sizes.receipt_request
         self.req_hdr, self.resp_hdr = sc.http_request_header_bytes, sc.http_response_header_bytes
         self.keepalive_s = sc.http_keepalive_s
         ms = 1e-3
