@@ -35,7 +35,7 @@ async function withRetries(request, signal, attempts = 5) {
     try {
       return await request();
     } catch (err) {
-      const retryable = !err.status || err.status >= 500;
+      const retryable = !err.status || err.status === 429 || err.status >= 500;
       if (!retryable || attempt + 1 >= attempts || signal.aborted) throw err;
       await sleep(fullJitter(attempt), signal);
     }
@@ -144,6 +144,10 @@ export class WebSocketTransport {
     ws.onclose = (e) => {
       if (ws !== this.ws || this.stopped) return;
       this.ready = false;
+      if (e.code === 4001) {   // the server refused our token: retrying will not help
+        this.ctx.status('disconnected', `token refused (${e.reason}): log in again`);
+        return;
+      }
       const delay = fullJitter(this.attempt++);
       this.ctx.status('backing_off', `closed (${e.code}); retry in ${delay.toFixed(1)} s`);
       this.retryTimer = setTimeout(() => this.connect(), delay * 1000);

@@ -1,23 +1,23 @@
 """Fixtures for the browser tests: a real reference server and a headless Chromium.
 
-The server is the real one (``reference_server.app.run_server``, embedded fakeredis and
-SQLite in a fresh directory), run in this process on a thread of its own with its own
-event loop, with a cheap scrypt so that logins cost milliseconds. Set
-``CHATLAB_TEST_SERVER_URL`` to test a server that is already running instead (e.g.
-``chatlab serve``). Chromium comes from the system (``CHATLAB_CHROMIUM``, default
-``/usr/bin/chromium``); Playwright's own browser download is never used. A missing
-Chromium fails the tests: CI installs it, so a skip would hide a broken setup.
+The server runs as a subprocess (``python -m chatlab.cli serve``) with its embedded
+backends and a fresh data directory. Set ``CHATLAB_TEST_SERVER_URL`` to test a server
+that is already running instead. Chromium comes from the system (``CHATLAB_CHROMIUM``,
+default ``/usr/bin/chromium``); Playwright's own browser download is never used. A
+missing Chromium fails the tests: CI installs it, so a skip would hide a broken setup.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
-import threading
+import socket
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
-import uuid
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -28,6 +28,12 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 SERVER_START_TIMEOUT_S = 30.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _healthy(url: str) -> bool:
@@ -49,36 +55,33 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
         return
 
-    from reference_server.app import run_server
-    from reference_server.config import ServerConfig
-
-    config = ServerConfig(host="127.0.0.1", port=0, data_dir=tmp_path_factory.mktemp("server-data"),
-                          redis_prefix=f"chatlab-browser-{uuid.uuid4().hex[:12]}", scrypt_n=16)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="chat-server", daemon=True)
-    thread.start()
+    data_dir = tmp_path_factory.mktemp("server-data")
+    log_path = data_dir / "server.log"
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "chatlab.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=Path(__file__).resolve().parents[2])
     try:
-        server = asyncio.run_coroutine_threadsafe(run_server(config), loop).result(SERVER_START_TIMEOUT_S)
-        try:
-            if not _healthy(server.url):
-                pytest.fail(f"the reference server on {server.url} does not answer GET /healthz")
-            yield server.url
-        finally:
-            fut = asyncio.run_coroutine_threadsafe(server.stop(), loop)
-            import concurrent.futures, sys, traceback
-            try:
-                fut.result(8)
-            except concurrent.futures.TimeoutError:
-                for t in asyncio.all_tasks(loop):
-                    print("TASK", t, file=sys.stderr)
-                    t.print_stack(file=sys.stderr)
-                for tid, fr in sys._current_frames().items():
-                    print("THREAD", tid, file=sys.stderr); traceback.print_stack(fr, file=sys.stderr)
-                raise
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while not _healthy(url):
+            if proc.poll() is not None:
+                pytest.fail(f"`{' '.join(cmd)}` exited with status {proc.returncode}:\n"
+                            f"{log_path.read_text(errors='replace')[-3000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the server did not answer {url}/healthz within "
+                            f"{SERVER_START_TIMEOUT_S:.0f} s; log:\n"
+                            f"{log_path.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.1)
+        yield url
     finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture(scope="session")
