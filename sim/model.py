@@ -28,6 +28,7 @@ pipeline, and down to the sender over the sender's transport.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Generator, Iterable
 
 import numpy as np
@@ -286,11 +287,15 @@ class LongPollingClient(HttpClient):
         self.waiter: simpy.Event | None = None
 
     def push(self, ev: LogEvent) -> Proc:
+        self.wake()
+        return
+        yield  # pragma: no cover
+
+    def wake(self) -> None:
+        """The delivery service answers the held request, if one is held."""
         w = self.waiter
         if w is not None and not w.triggered:
             w.succeed()
-        return
-        yield  # pragma: no cover
 
     def log(self, ev: LogEvent) -> bool:
         self.inbox.append(ev)
@@ -299,31 +304,84 @@ class LongPollingClient(HttpClient):
     def run(self) -> Proc:
         m = self.m
         env, net, rec, server = m.env, m.net, m.rec, m.server
-        timeout = m.sc.long_poll_timeout_s
+        cpu, timeout = server.cpu, env.timeout
         keepalive = m.keepalive_s
-        yield env.timeout(m.wl.start_time[self.idx])
+        c_event = m.c_event
+        conn = self.recv_conn
+        expiry = m.lp_expiry
+        yield timeout(m.wl.start_time[self.idx])
+        travel = 0.0  # time the previous response spends on its way back, before the next request
         while True:
-            new = self.recv_conn.acquire(env.now, keepalive, rec)
-            yield env.timeout(net.delay() + (net.connect_delay() if new else 0.0))
+            new = conn.acquire(env.now + travel, keepalive, rec)
+            yield timeout(travel + net.delay() + (net.connect_delay() if new else 0.0))
             arrived = env.now
             rec.up("longpoll", arrived, m.req_hdr, 0)
-            if self.inbox:  # events waiting: answer at once
-                yield from server.work("longpoll", m.c_lp_hold + m.c_lp_release
-                                       + len(self.inbox) * m.c_event + (m.c_handshake if new else 0.0))
-            else:
-                yield from server.work("longpoll", m.c_lp_hold + (m.c_handshake if new else 0.0))
-                if not self.inbox:
+            # Hold (or, with events waiting, hold and release at once) on one core.
+            held = not self.inbox
+            op = "longpoll"
+            cost = m.c_lp_hold + (m.c_handshake if new else 0.0)
+            if not held:
+                cost += m.c_lp_release + len(self.inbox) * c_event
+            while True:
+                if server.exponential:
+                    cost *= server._unit()
+                queued = env.now
+                req = cpu.request()
+                if not req.triggered:
+                    yield req
+                start = env.now
+                yield timeout(cost)
+                cpu.release(req)
+                rec.cpu(op, queued, start, cost)
+                if not held:
+                    break
+                held = False
+                if not self.inbox:  # wait for the delivery service or the timeout
                     waiter = self.waiter = env.event()
-                    env.timeout(timeout).callbacks.append(
-                        lambda _e, w=waiter: None if w.triggered else w.succeed())
+                    expiry.hold(env.now, waiter)
                     yield waiter
                     self.waiter = None
-                yield from server.work("longpoll_release",
-                                       m.c_lp_release + len(self.inbox) * m.c_event)
+                op = "longpoll_release"
+                cost = m.c_lp_release + len(self.inbox) * c_event
             events = self.respond("longpoll", arrived)
-            yield env.timeout(net.delay())
+            travel = net.delay()
             if events:
-                self.received(events, env.now)
+                self.received(events, env.now + travel)
+
+
+class LongPollExpiry:
+    """Ends held long polls after ``long_poll_timeout_s``. Every hold lasts the same
+    time, so deadlines come in the order holds start: one queue and one process
+    replace a timeout event per held request (holds answered early are skipped)."""
+
+    def __init__(self, env: simpy.Environment, hold_s: float):
+        self.env, self.hold_s = env, hold_s
+        self.queue: deque[tuple[float, simpy.Event]] = deque()
+        self.idle: simpy.Event | None = None
+        env.process(self._run())
+
+    def hold(self, now: float, waiter: simpy.Event) -> None:
+        self.queue.append((now + self.hold_s, waiter))
+        if self.idle is not None and not self.idle.triggered:
+            self.idle.succeed()
+
+    def _run(self) -> Proc:
+        env, queue = self.env, self.queue
+        while True:
+            while queue and queue[0][1].triggered:
+                queue.popleft()
+            if not queue:
+                self.idle = env.event()
+                yield self.idle
+                self.idle = None
+                continue
+            deadline, waiter = queue[0]
+            if deadline > env.now:
+                yield env.timeout(deadline - env.now)
+            while queue and queue[0][0] <= env.now:
+                _, w = queue.popleft()
+                if not w.triggered:
+                    w.succeed()
 
 
 class WebSocketClient(Client):
@@ -344,8 +402,20 @@ class WebSocketClient(Client):
 
     def push(self, ev: LogEvent) -> Proc:
         m = self.m
-        yield from m.server.work("ws_event", m.c_frame_out)
-        now = m.env.now
+        env, server = m.env, m.server
+        cost = m.c_frame_out
+        if cost > 0.0:  # Server.work, written out: one push per event per recipient
+            if server.exponential:
+                cost *= server._unit()
+            queued = env.now
+            req = server.cpu.request()
+            if not req.triggered:
+                yield req
+            start = env.now
+            yield env.timeout(cost)
+            server.cpu.release(req)
+            m.rec.cpu("ws_event", queued, start, cost)
+        now = env.now
         m.rec.down("ws_event", now, ws_frame_overhead(ev.size, False), ev.size)
         self.received((ev,), m.net.arrival(now, self.down_link))
 
@@ -430,6 +500,7 @@ class ChatModel:
         self.c_handshake = sc.cpu_handshake_ms * ms
         self.c_ping = sc.cpu_ping_ms * ms
         self.c_event = sc.cpu_per_event_ms * ms
+        self.lp_expiry = LongPollExpiry(self.env, sc.long_poll_timeout_s) if transport == "long_polling" else None
         cls = CLIENTS[transport]
         self.clients: list[Client] = [cls(self, i) for i in range(sc.clients)]
 
@@ -444,8 +515,12 @@ class ChatModel:
                 to_push.append((c, ev))
         if to_push:
             yield self.env.timeout(self.server.delivery_s)
-            for c, ev in to_push:
-                yield from c.push(ev)
+            if self.transport == "long_polling":
+                for c, _ in to_push:
+                    c.wake()  # type: ignore[attr-defined]
+            else:
+                for c, ev in to_push:
+                    yield from c.push(ev)
 
     def message_flow(self, i: int) -> Proc:
         wl = self.wl
