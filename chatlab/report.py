@@ -28,8 +28,8 @@ ROWS: list[tuple[str, str, str]] = [
     ("server CPU utilisation", "server_cpu_utilization", "{:.1%}"),
     ("memory, thread/conn (MiB)", "memory_thread_per_connection_mb", "{:,.0f}"),
     ("memory, event loop (MiB)", "memory_event_loop_mb", "{:,.1f}"),
-    ("messages sent", "messages_sent", "{:,}"),
-    ("messages delivered", "messages_delivered", "{:,}"),
+    ("messages sent", "messages_sent", "{:,.0f}"),
+    ("messages delivered", "messages_delivered", "{:,.0f}"),
 ]
 
 
@@ -57,6 +57,78 @@ def text_table(cmp) -> str:
             continue
         lines.append(label.ljust(width) + "".join(_fmt(fmt, s.at[n, key]).rjust(colw) for n in names))
     return "\n".join(lines)
+
+
+def _replication_rows(cmps):
+    import pandas as pd
+
+    frames = []
+    for cmp in cmps:
+        f = cmp.summary
+        f.insert(0, "seed", cmp.scenario.seed)
+        frames.append(f)
+    return pd.concat(frames, ignore_index=True)
+
+
+def replications_table(scenario, cmps) -> str:
+    """Mean +- 95 % half-width per metric over the replications."""
+    import sim
+
+    ci = sim.confidence_table(_replication_rows(cmps))
+    names = list(scenario.transports)
+    width = max(len(r[0]) for r in ROWS)
+    colw = max(24, *(len(n) + 2 for n in names))
+    lines = [text_table(cmps[0]).splitlines()[0].replace(f"seed {scenario.seed}",
+             f"{len(cmps)} replications from seed {scenario.seed}, mean +- 95% CI"), "",
+             "".ljust(width) + "".join(n.rjust(colw) for n in names)]
+    table = ci.set_index(["metric", "transport"])
+    for label, key, fmt in ROWS:
+        if (key, names[0]) not in table.index:
+            continue
+        cells = []
+        for n in names:
+            m, h = table.at[(key, n), "mean"], table.at[(key, n), "ci95_half_width"]
+            cells.append(f"{_fmt(fmt, m)} +- {_fmt(fmt, h)}".rjust(colw))
+        lines.append(label.ljust(width) + "".join(cells))
+    return "\n".join(lines)
+
+
+def replications_json(scenario, cmps) -> str:
+    """The contract's shape, with replication means, plus ``ci95_half_width`` and ``replications``."""
+    import sim
+    from sim.results import LATENCY_KEYS
+
+    ci = sim.confidence_table(_replication_rows(cmps))
+    results = []
+    for t in scenario.transports:
+        g = ci[ci.transport == t].set_index("metric")
+        res: dict[str, Any] = {"transport": t, "replications": len(cmps)}
+        half: dict[str, Any] = {}
+        for metric, row in g.iterrows():
+            value = None if row["mean"] != row["mean"] else float(row["mean"])
+            hw = None if row["ci95_half_width"] != row["ci95_half_width"] else float(row["ci95_half_width"])
+            for nested in ("latency_ms", "receipt_latency_ms"):
+                if metric.startswith(nested + "_") and metric[len(nested) + 1:] in LATENCY_KEYS:
+                    res.setdefault(nested, {})[metric[len(nested) + 1:]] = value
+                    half.setdefault(nested, {})[metric[len(nested) + 1:]] = hw
+                    break
+            else:
+                res[metric] = value
+                half[metric] = hw
+        res["ci95_half_width"] = half
+        results.append(res)
+    return json.dumps({"scenario": scenario.to_dict(), "results": results,
+                       "seeds": [c.scenario.seed for c in cmps]}, indent=2, allow_nan=False)
+
+
+def write_replications(cmps, out: Path) -> list[Path]:
+    import sim
+
+    rows = _replication_rows(cmps)
+    p1, p2 = out / "replications.csv", out / "confidence.csv"
+    rows.to_csv(p1, index=False)
+    sim.confidence_table(rows).to_csv(p2, index=False)
+    return [p1, p2]
 
 
 def json_text(cmp) -> str:

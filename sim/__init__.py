@@ -11,6 +11,7 @@ socket or a file. Typical use::
 
 from . import analytic
 from .params import PARAMETER_NAMES, ParameterError, Scenario, parse_assignment
+from .replications import confidence_table, replicate_scenarios
 from .results import RunResult
 from .runner import Comparison, compare, run
 
@@ -22,6 +23,8 @@ __all__ = [
     "RunResult",
     "Scenario",
     "compare",
+    "confidence_table",
+    "replicate_scenarios",
     "parse_assignment",
     "run",
 ]

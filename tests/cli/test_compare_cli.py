@@ -83,3 +83,21 @@ def test_real_process_exit_status_and_stderr():
     assert p.returncode == 2
     assert p.stderr.strip().splitlines() == ["error: group_size=1: an integer >= 2 and <= clients"]
     assert p.stdout == ""
+
+
+def test_replications_add_confidence_intervals(capsys, tmp_path):
+    assert main(["compare", *FAST, "--replications", "3", "--json", "--set", "transports=websocket",
+                 "--out", str(tmp_path)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(set(data["seeds"])) == 3 and data["seeds"][0] == data["scenario"]["seed"]
+    (res,) = data["results"]
+    assert res["replications"] == 3
+    assert res["ci95_half_width"]["latency_ms"]["p50"] >= 0
+    assert res["ci95_half_width"]["requests_per_s"] > 0  # different seeds, different arrivals
+    assert (tmp_path / "confidence.csv").exists() and (tmp_path / "replications.csv").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "x", "1001"])
+def test_bad_replications(value, capsys):
+    assert main(["compare", "--replications", value]) == 2
+    assert f"--replications={value}" in capsys.readouterr().err
