@@ -44,8 +44,10 @@ const dmId = (a, b) => `dm:${[a, b].sort().join(':')}`;
 
 function conversation(id) {
   if (!state.convs.has(id)) {
-    state.convs.set(id, new Conversation(id));
+    const conv = new Conversation(id);
+    state.convs.set(id, conv);
     renderPeers();
+    if (conv.peer) refreshPresence([conv.peer]);   // later changes arrive as presence events
   }
   return state.convs.get(id);
 }
@@ -79,6 +81,7 @@ $('login').addEventListener('submit', async (e) => {
     $('login').hidden = true;
     $('app').hidden = false;
     $('peer-input').focus();
+    renderTransportFields();
     startTransport($('transport').value);
   } catch (err) {
     $('login-error').textContent = err.status === 409
@@ -269,7 +272,6 @@ function openConversation(id) {
   scrollDown();
   sendReceipts();
   loadHistory(conv);
-  if (conv.peer) refreshPresence([conv.peer]);
 }
 
 async function loadHistory(conv) {
@@ -295,18 +297,13 @@ async function loadHistory(conv) {
   sendReceipts();
 }
 
-async function refreshPresence(users) {
-  try {
-    const data = await api.get(`/api/presence?users=${users.join(',')}`);
-    for (const [user, status] of presenceEntries(data)) setPresence(user, status);
-  } catch { /* the dots stay as they are */ }
-}
-
-// Accepts {presence: {user: status}} or {presence: [{user, status}]} (or the same without the key).
-function presenceEntries(data) {
-  const p = data?.presence ?? data?.users ?? data;
-  if (Array.isArray(p)) return p.map((x) => [x.user, x.status]);
-  return Object.entries(p ?? {}).map(([u, s]) => [u, typeof s === 'string' ? s : s?.status]);
+// One request per user: the server answers 404 for the whole list if one name does not exist.
+function refreshPresence(users) {
+  for (const user of users) {
+    api.get(`/api/presence?users=${user}`)
+      .then((data) => setPresence(user, data.presence[user]))   // {presence: {user: status}}
+      .catch(() => {});   // no such user (yet): the dot stays grey
+  }
 }
 
 function setPresence(user, status) {
@@ -400,7 +397,7 @@ function renderStatus(connection, detail = '') {
 
 function renderTransportFields() {
   $('interval-field').hidden = $('transport').value !== 'short_polling';
-  $('drop').hidden = $('transport').value !== 'websocket';
+  $('drop').hidden = !state.me || $('transport').value !== 'websocket';
 }
 
 function renderMeter(m, line) {

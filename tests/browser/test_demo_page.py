@@ -71,6 +71,8 @@ class Client:
         return self.tid("peer-list").locator(f'[data-testid="presence-dot"][data-user="{peer}"]')
 
     def close(self) -> None:
+        if self.page.is_closed():
+            return
         self.context.close()
         assert not self.errors, f"JavaScript errors on {self.user}'s page: {self.errors}"
 
@@ -129,7 +131,7 @@ def test_message_reaches_read_tick(clients, transport: str, tmp_path) -> None:
 
 def test_ticks_go_sent_delivered_read(clients) -> None:
     """While bob looks at another conversation alice's message stops at "delivered";
-    it turns "read" when bob opens the conversation."""
+    it turns "read" when bob opens the conversation. Alice leaving turns her dot grey."""
     alice, bob = clients("alice"), clients("bob")
     alice.login("websocket")
     bob.login("websocket")
@@ -145,6 +147,10 @@ def test_ticks_go_sent_delivered_read(clients) -> None:
 
     bob.peer_item(alice.user).click()
     expect(mine).to_have_attribute("data-state", "read")
+
+    expect(bob.presence(alice.user)).to_have_attribute("data-status", "online")
+    alice.close()   # her socket closes: the server announces her offline to her contacts
+    expect(bob.presence(alice.user)).to_have_attribute("data-status", "offline")
 
 
 def test_websocket_reconnects_and_resumes(clients) -> None:
