@@ -284,7 +284,6 @@ async function loadHistory(conv) {
   for (const m of data.messages ?? []) {
     if (conv.rows.has(m.id)) continue;
     const row = addRow(conv, m);
-    conv.rows.set(m.id, row);
     if (m.sender === state.me) advance(row, 'sent');
     else conv.lastIncoming = Math.max(conv.lastIncoming, m.id);
   }
