@@ -19,6 +19,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from chatcore.backoff import POLICIES as BACKOFF_POLICIES
 from chatcore.wire import MAX_MESSAGE_BODY_CHARS, TRANSPORTS
 
 
@@ -173,6 +174,60 @@ class Scenario:
     event_loop_conn_kb: float = _p(30.0, "KiB", "a number >= 0", _nonneg,
                                    "Memory per open connection for an event-loop server.",
                                    "Centrifugo's 1M-connection test (2020): about 30 KB per connection")
+    # --- crashes and reconnects (chatlab crash, sim.crash) ------------------------------
+    servers: int = _p(4, "servers", "an integer >= 1", lambda v: v >= 1,
+                      "Connection servers behind the load balancer (sticky sessions; a client is reassigned "
+                      "to a live server only when its own fails).", "assumption: a small cluster")
+    fault: str = _p("servers", "", "servers, delivery or partition",
+                    lambda v: v in ("servers", "delivery", "partition"),
+                    "What fails at crash_at_s: connection servers, the delivery service, or the network "
+                    "between a fraction of clients and every server.", "")
+    crash_at_s: float = _p(60.0, "s", "a number >= 0", _nonneg, "When the fault starts.", "after warm-up")
+    downtime_s: float = _p(30.0, "s", "a number >= 0, or inf (for good)", lambda v: v >= 0 and v == v,
+                           "How long the fault lasts; inf = the crashed servers never come back.", "assumption")
+    crashed_servers: int = _p(1, "servers", "an integer >= 1 and <= servers", lambda v: v >= 1,
+                              "How many connection servers crash (fault = servers).", "")
+    partition_fraction: float = _p(0.25, "", "a number in (0, 1]", lambda v: 0 < v <= 1,
+                                   "Fraction of clients cut off (fault = partition).", "")
+    crash_mode: str = _p("reset", "", "reset or silent", lambda v: v in ("reset", "silent"),
+                         "reset: the process dies and the kernel resets its connections (long polls and "
+                         "WebSockets break at once, a poll fails); silent: the host stops answering (clients "
+                         "notice by request timeouts and missed heartbeats).", "")
+    reconnect_policy: str = _p("full_jitter", "", "one of " + ", ".join(BACKOFF_POLICIES),
+                               lambda v: v in BACKOFF_POLICIES,
+                               "Client reconnect backoff (chatcore.backoff, AWS Architecture Blog naming).",
+                               "AWS Architecture Blog (2015): full jitter does the least work")
+    backoff_base_s: float = _p(1.0, "s", "a number >= 0", _nonneg, "Backoff base delay.",
+                               "Socket.IO reconnectionDelay (1 s)")
+    backoff_cap_s: float = _p(30.0, "s", "a number >= 0", _nonneg, "Backoff cap.", "assumption")
+    connect_cpu_ms: float = _p(5.0, "ms", "a number >= 0", _nonneg,
+                               "Server CPU for one (re)connect: TLS handshake, auth, session restore.",
+                               "assumption: a full TLS handshake costs about 1-2 ms of CPU, auth and "
+                               "session restore a few more")
+    connect_timeout_s: float = _p(10.0, "s", "a number > 0", _pos,
+                                  "A connect not answered in this long is abandoned and retried (the server "
+                                  "may still spend CPU on it: wasted work).", "assumption")
+    request_timeout_s: float = _p(10.0, "s", "a number > 0", _pos,
+                                  "Client-side timeout of an HTTP request beyond its expected answer, and the "
+                                  "grace after a missed heartbeat (silent crashes).", "assumption")
+    max_connects_per_s: float = _p(0.0, "connects/s per server", "a number >= 0 (0 = no limit)", _nonneg,
+                                   "Admission control: a token bucket per server; a connect over the rate is "
+                                   "refused cheaply (reject_cpu_ms) and the client backs off.",
+                                   "Centrifugo's connection_rate_limit")
+    reject_cpu_ms: float = _p(0.05, "ms", "a number >= 0", _nonneg,
+                              "Server CPU to refuse a connect over the admission rate.", _PROVISIONAL)
+    delivery_design: str = _p("queue", "", "queue or direct", lambda v: v in ("queue", "direct"),
+                              "queue: each message is appended to the durable ordered queue and persistence "
+                              "before it is acknowledged (the reference server); direct: the connection server "
+                              "acknowledges at once and keeps in-flight messages in memory.", "the seed design")
+    presence_ttl_s: float = _p(60.0, "s", "a number > 0", _pos,
+                               "A user is shown offline this long after its last presence refresh.",
+                               "Centrifugo: 60 s TTL with a 25 s refresh; Zulip 200 s with 60 s")
+    presence_heartbeat_s: float = _p(25.0, "s", "a number > 0", _pos,
+                                     "How often a connected user's presence is refreshed.", "Centrifugo (25 s)")
+    visibility_timeout_s: float = _p(30.0, "s", "a number > 0", _pos,
+                                     "Queue design: a pushed event whose push was never confirmed is reclaimed "
+                                     "(XAUTOCLAIM) and pushed again after this long.", "assumption")
     # --- output -----------------------------------------------------------------
     bin_s: float = _p(1.0, "s", "a number > 0", _pos, "Width of the per-time-bin table's bins.", "")
 
@@ -198,6 +253,9 @@ class Scenario:
         if self.warmup_s >= self.duration_s:
             raise ParameterError("warmup_s", _show(self.warmup_s), "a number >= 0 and < duration_s "
                                  f"({_show(self.duration_s)})")
+        if self.crashed_servers > self.servers:
+            raise ParameterError("crashed_servers", self.crashed_servers,
+                                 f"an integer >= 1 and <= servers ({self.servers})")
         if self.group_size > self.clients:
             raise ParameterError("group_size", self.group_size, f"an integer >= 2 and <= clients ({self.clients})")
         for t in self.transports:
@@ -239,6 +297,9 @@ class Scenario:
         """Every parameter with its value, JSON-ready."""
         d = dataclasses.asdict(self)
         d["transports"] = list(self.transports)
+        for k, v in d.items():
+            if isinstance(v, float) and math.isinf(v):
+                d[k] = "inf"  # JSON has no infinity
         return d
 
     @staticmethod
@@ -259,9 +320,11 @@ _TYPES: dict[str, type] = {
     f.name: (tuple if f.name == "transports" else type(f.default)) for f in dataclasses.fields(Scenario)
 }
 PARAMETER_NAMES: tuple[str, ...] = tuple(_TYPES)
-_PARTNERS = {"warmup_s": "duration_s", "group_size": "clients"}
+_PARTNERS = {"warmup_s": "duration_s", "group_size": "clients", "crashed_servers": "servers"}
 _PARTNER_ALLOWED = {"duration_s": "a number > 0 and > warmup_s ({warmup_s})",
-                    "clients": "an integer >= 2 and >= group_size ({group_size})"}
+                    "clients": "an integer >= 2 and >= group_size ({group_size})",
+                    "servers": "an integer >= 1 and >= crashed_servers ({crashed_servers})"}
+_INFINITE_OK = {"downtime_s"}
 
 
 def _show(value: Any) -> Any:
@@ -306,7 +369,7 @@ def _coerce(name: str, value: Any) -> Any:
             return int(text, 10)
         if want is float:
             x = float(text)
-            if not math.isfinite(x):
+            if math.isnan(x) or (math.isinf(x) and not (name in _INFINITE_OK and x > 0)):
                 raise ValueError
             return x
         if want is tuple:
