@@ -33,6 +33,7 @@ from .presence import Presence
 from .queue import DeliveryQueue
 from .redis_link import connect
 from .store import Store
+from .tasks import run_every, stop_all
 from .ws_api import ws_handler
 
 log = logging.getLogger(__name__)
@@ -79,27 +80,16 @@ async def _components(app: web.Application):  # type: ignore[no-untyped-def]
     chat_ref.append(chat)
     app[CHAT] = chat
     await delivery.start()
-    sweeper = asyncio.create_task(_sweep(presence, config.presence_sweep_s), name="presence-sweep")
+    stop = asyncio.Event()
+    sweeper = asyncio.create_task(run_every(stop, config.presence_sweep_s, presence.sweep, "presence sweep"),
+                                  name="presence-sweep")
     log.info("chat server: db=%s redis=%s epoch=%s", config.database, config.redis_url or "embedded",
              store.epoch)
     yield
-    sweeper.cancel()
-    await asyncio.gather(sweeper, return_exceptions=True)
+    await stop_all(stop, [sweeper])
     await delivery.stop()
     await redis.aclose()
     await store.close()
-
-
-async def _sweep(presence: Presence, every_s: float) -> None:
-    """Periodically mark users whose connections all expired offline."""
-    while True:
-        await asyncio.sleep(every_s)
-        try:
-            await presence.sweep()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("presence sweep failed")
 
 
 async def _on_shutdown(app: web.Application) -> None:

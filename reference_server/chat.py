@@ -132,8 +132,9 @@ class ChatService:
                     return self._page_body(page)
                 self.metrics.held_longpolls.inc(1)
                 try:
-                    await asyncio.wait_for(waiter, remaining)
-                except asyncio.TimeoutError:
+                    async with asyncio.timeout(remaining):
+                        await waiter
+                except TimeoutError:
                     pass
                 finally:
                     self.metrics.held_longpolls.inc(-1)

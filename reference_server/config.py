@@ -60,7 +60,9 @@ class ServerConfig:
     queue_reclaim_every_s: float = 5.0
     #: An entry delivered this many times without an XACK is a poison message: dead-lettered.
     queue_max_deliveries: int = 5
-    queue_block_ms: int = 1000
+    #: With nothing to deliver, the consumer asks Redis again after this long (it is woken
+    #: at once by messages this process queues).
+    queue_poll_ms: int = 500
     queue_batch: int = 100
 
     # --- event log ------------------------------------------------------------

@@ -12,6 +12,12 @@ Failure handling, in order of likelihood:
   attempts it moves to the dead-letter stream.
 * An outbox row whose XADD failed (or that a crashed process left behind) is queued
   again by the reclaimer.
+
+Waiting for work: XREADGROUP is called without BLOCK. The producer is this process, so
+:meth:`enqueue` wakes the consumer at once; with nothing to do it asks Redis again every
+``queue_poll_ms`` (entries from other producers, or left from before a restart). This
+also avoids fakeredis's emulation of blocking reads, which does not survive cancelling
+the reader at shutdown.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from .hub import Hub
 from .metrics import Metrics
 from .queue import DeliveryQueue, Entry
 from .store import Store
+from .tasks import run_every, sleep_unless, stop_all
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +49,23 @@ class DeliveryService:
         self.consumer = f"node-{uuid.uuid4().hex[:8]}"
         self._queued_outbox: set[int] = set()  # outbox rows this process has XADDed
         self._tasks: list[asyncio.Task[None]] = []
+        self._wakeup = asyncio.Event()
+        self._stop = asyncio.Event()
 
     # --- life cycle ------------------------------------------------------------
     async def start(self) -> None:
         """Create the consumer group (at 0), queue leftover outbox rows, start the loops."""
         await self.queue.ensure_group()
         await self._requeue_outbox()
-        self._tasks = [asyncio.create_task(self._consume(), name="delivery-consume"),
-                       asyncio.create_task(self._reclaim(), name="delivery-reclaim")]
+        self._stop.clear()
+        self._tasks = [
+            asyncio.create_task(self._consume(), name="delivery-consume"),
+            asyncio.create_task(run_every(self._stop, self.config.queue_reclaim_every_s, self._reclaim_pass,
+                                          "reclaim pass"), name="delivery-reclaim")]
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._wakeup.set()
+        await stop_all(self._stop, self._tasks)
         self._tasks = []
 
     # --- producing ---------------------------------------------------------------
@@ -63,6 +74,7 @@ class DeliveryService:
         logged, not raised: the outbox row stays and the reclaimer queues it later."""
         try:
             await self.queue.publish(item, outbox_id)
+            self._wakeup.set()
         except Exception:
             log.exception("XADD failed; outbox row %s will be queued again", outbox_id)
             return
@@ -102,32 +114,26 @@ class DeliveryService:
 
     async def _consume(self) -> None:
         failures = 0
-        while True:
+        while not self._stop.is_set():
             try:
-                entries = await self.queue.read(self.consumer, self.config.queue_batch,
-                                                self.config.queue_block_ms)
+                self._wakeup.clear()
+                entries = await self.queue.read(self.consumer, self.config.queue_batch)
                 failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception:
                 failures += 1
                 log.exception("XREADGROUP failed")
-                await asyncio.sleep(min(5.0, 0.1 * 2 ** failures))
+                await sleep_unless(self._stop, min(5.0, 0.1 * 2 ** failures))
                 continue
             for entry in entries:
                 await self._attempt(entry)
+            if not entries:
+                await sleep_unless(self._wakeup, self.config.queue_poll_ms / 1000)
 
-    async def _reclaim(self) -> None:
-        idle_ms = int(self.config.queue_visibility_timeout_s * 1000)
-        while True:
-            await asyncio.sleep(self.config.queue_reclaim_every_s)
-            try:
-                await self.reclaim_once(idle_ms)
-                await self._requeue_outbox()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("reclaim pass failed")
+    async def _reclaim_pass(self) -> None:
+        await self.reclaim_once(int(self.config.queue_visibility_timeout_s * 1000))
+        await self._requeue_outbox()
 
     async def reclaim_once(self, idle_ms: int) -> int:
         """Claim entries idle for *idle_ms* and deliver (or dead-letter) them; returns how many."""

@@ -3,7 +3,7 @@ consumer group.
 
 * ``XADD`` appends an item (a JSON object naming what to fan out) after it is committed
   to SQLite.
-* ``XREADGROUP ... >`` hands new entries to a consumer; the entry stays *pending* until
+* ``XREADGROUP ... >`` hands new entries to a consumer (without BLOCK: see delivery.py); the entry stays *pending* until
   ``XACK``, which the delivery service sends only after the fan-out is committed and
   pushed to the live connections.
 * ``XAUTOCLAIM`` takes over entries pending longer than the visibility timeout (a
@@ -64,9 +64,10 @@ class DeliveryQueue:
         return await self.redis.xadd(self.stream, {"item": json.dumps(item),
                                                    "outbox": "" if outbox_id is None else str(outbox_id)})
 
-    async def read(self, consumer: str, count: int, block_ms: int) -> list[Entry]:
-        """New entries for *consumer*, waiting up to *block_ms* for the first."""
-        reply = await self.redis.xreadgroup(GROUP, consumer, {self.stream: ">"}, count=count, block=block_ms)
+    async def read(self, consumer: str, count: int) -> list[Entry]:
+        """Up to *count* new entries for *consumer*, without waiting (no BLOCK: the delivery
+        service waits on its own wake-up instead, see delivery.py)."""
+        reply = await self.redis.xreadgroup(GROUP, consumer, {self.stream: ">"}, count=count)
         return [_entry(eid, fields) for _, entries in (reply or []) for eid, fields in entries]
 
     async def ack(self, entry_ids: list[str]) -> None:

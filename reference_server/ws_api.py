@@ -186,8 +186,9 @@ class WsSession:
         if self._writer is not None and self._writer is not asyncio.current_task():
             self._writer.cancel()
         try:
-            await asyncio.wait_for(self.ws.close(code=CLOSE_SLOW_CONSUMER, message=b"slow consumer"), 2.0)
-        except (asyncio.TimeoutError, Exception):
+            async with asyncio.timeout(2.0):
+                await self.ws.close(code=CLOSE_SLOW_CONSUMER, message=b"slow consumer")
+        except Exception:
             # The peer reads nothing, not even the close frame: drop the TCP connection.
             if self._transport is not None:
                 self._transport.abort()
@@ -219,8 +220,9 @@ async def _authenticate(chat: ChatService, ws: web.WebSocketResponse) -> str | N
     """Wait for the auth frame; on any problem close with 4001 and return None."""
     reason = "auth frame expected"
     try:
-        msg = await asyncio.wait_for(ws.receive(), chat.config.ws_auth_timeout_s)
-    except asyncio.TimeoutError:
+        async with asyncio.timeout(chat.config.ws_auth_timeout_s):
+            msg = await ws.receive()
+    except TimeoutError:
         reason = "auth timeout"
     else:
         if msg.type == WSMsgType.TEXT:

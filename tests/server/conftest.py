@@ -36,7 +36,7 @@ def fast_config(tmp_path: Path, redis_url: str | None, prefix: str, **overrides:
     """Production semantics, test-sized timings: a cheap scrypt, quick sweeps and reclaims."""
     base = ServerConfig(host="127.0.0.1", port=0, redis_url=redis_url, redis_prefix=prefix,
                         data_dir=tmp_path, scrypt_n=16, presence_sweep_s=0.1, queue_reclaim_every_s=0.2,
-                        queue_visibility_timeout_s=1.0, queue_block_ms=200, rate_per_s=1000, rate_burst=1000)
+                        queue_visibility_timeout_s=1.0, queue_poll_ms=200, rate_per_s=1000, rate_burst=1000)
     return replace(base, **overrides)
 
 
@@ -186,3 +186,22 @@ async def ws_frames_until(ws: aiohttp.ClientWebSocketResponse, stop: Callable[[d
         frames.append(jsonlib.loads(msg.data))
         if stop(frames[-1]):
             return frames
+
+
+async def poll_until(api: Api, token: str, predicate: Callable[[dict[str, Any]], bool], count: int = 1,
+                     timeout: float = 5.0) -> list[dict[str, Any]]:
+    """Long-poll from the start of *token*'s log until *count* events match *predicate*;
+    returns every event read (matching or not), in order."""
+    events: list[dict[str, Any]] = []
+    cursor: str | None = None
+    deadline = time.monotonic() + timeout
+    while sum(1 for e in events if predicate(e)) < count:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"timed out; events so far: {events!r}")
+        status, page = await api.call("GET", "/api/longpoll?timeout=%.2f" % min(left, 2.0)
+                                      + (f"&after={cursor}" if cursor else ""), token)
+        assert status == 200, page
+        events.extend(page["events"])
+        cursor = page["cursor"]
+    return events

@@ -12,7 +12,7 @@ import pytest
 from chatcore import TRANSPORTS, Cursor
 from reference_server.client import ChatClient, ChatError
 
-from .conftest import PASSWORD, Api, wait_for_events
+from .conftest import PASSWORD, Api, poll_until, wait_for_events
 
 
 def _client(url: str, user: str, transport: str, session: aiohttp.ClientSession,
@@ -76,9 +76,8 @@ async def test_group_fans_out_to_every_other_member(server, api: Api) -> None:
     ack = await api.send(tokens["ann"], "to the group", conversation=conv)
 
     for name in ("ben", "cat"):
-        status, page = await api.call("GET", "/api/longpoll?timeout=5", tokens[name])
-        assert status == 200
-        msgs = [e for e in page["events"] if e["type"] == "message"]
+        events = await poll_until(api, tokens[name], lambda e: e["type"] == "message")
+        msgs = [e for e in events if e["type"] == "message"]
         assert [(m["id"], m["conversation"], m["sender"]) for m in msgs] == [(ack["id"], conv, "ann")]
     # The sender's log has no copy of its own message; an outsider gets nothing.
     for name in ("ann", "dan"):
@@ -92,8 +91,8 @@ async def test_group_fans_out_to_every_other_member(server, api: Api) -> None:
     status, _ = await api.call("POST", "/api/receipts", tokens["ben"],
                                json={"conversation": conv, "up_to": ack["id"], "status": "read"})
     assert status == 200
-    status, page = await api.call("GET", "/api/longpoll?timeout=5", tokens["ann"])
-    assert [(e["user"], e["status"]) for e in page["events"] if e["type"] == "receipt"] == [("ben", "read")]
+    events = await poll_until(api, tokens["ann"], lambda e: e["type"] == "receipt")
+    assert [(e["user"], e["status"]) for e in events if e["type"] == "receipt"] == [("ben", "read")]
     status, page = await api.poll(tokens["cat"])
     assert [e for e in page["events"] if e["type"] == "receipt"] == []
 
@@ -111,8 +110,9 @@ async def test_receipts_only_move_forward(server, api: Api) -> None:
     status, body = await api.call("POST", "/api/receipts", b, json={"conversation": "dm:amy:bea", "up_to": 4,
                                                                     "status": "read"})
     assert status == 400 and "last message is 3" in body["message"]
-    status, page = await api.call("GET", "/api/longpoll?timeout=5", a)
-    receipts = [e for e in page["events"] if e["type"] == "receipt"]
+    await api.send(b, "sentinel", to="amy")  # the queue is ordered: receipts come before it
+    events = await poll_until(api, a, lambda e: e["type"] == "message")
+    receipts = [e for e in events if e["type"] == "receipt"]
     assert [(r["up_to"], r["status"]) for r in receipts] == [(3, "delivered")]
 
 
