@@ -205,3 +205,10 @@ async def poll_until(api: Api, token: str, predicate: Callable[[dict[str, Any]],
         events.extend(page["events"])
         cursor = page["cursor"]
     return events
+
+
+async def stored(server: RunningServer) -> dict[str, int]:
+    """Row counts of what clients write (not the event logs, which presence and the
+    asynchronous fan-out change): equal before and after = the request stored nothing."""
+    counts = await server.chat.store.counts()
+    return {t: counts[t] for t in ("users", "conversations", "members", "messages", "receipts")}
