@@ -19,6 +19,7 @@ from .errors import UsageError
 #: Those modules import their heavy dependencies inside ``run`` only.
 COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("chatlab.compare_cmd", "simulate short polling, long polling and WebSockets on one workload"),
+    "crash": ("chatlab.crash_cmd", "simulate a server crash, partition or delivery outage and the reconnect storm"),
     "serve": ("chatlab.serve_cmd", "run the reference chat server (embedded fakeredis + SQLite by default)"),
 }
 

@@ -86,3 +86,41 @@ def save_figures(cmp, out: Path) -> list[Path]:
         fig.savefig(p, dpi=110)
         paths.append(p)
     return paths
+
+
+def crash_reconnects(results) -> Figure:
+    """Connected clients and connect attempts over time, one line per transport x policy."""
+    fig = Figure(figsize=(10, 6), layout="constrained")
+    ax1, ax2 = fig.subplots(2, 1, sharex=True)
+    for r in results:
+        label = f"{LABELS.get(r.transport, r.transport)}, {r.reconnect_policy}"
+        b = r.bins
+        line, = ax1.plot(b["t_s"], b["connected_clients"], label=label)
+        ax2.plot(b["t_s"], b["connect_attempts_per_s"], color=line.get_color(), label=label, lw=0.9)
+    sc = results[0].scenario
+    for ax in (ax1, ax2):
+        ax.axvline(sc.crash_at_s, color="black", ls="--", lw=0.8)
+        ax.grid(True, alpha=0.3)
+    ax1.set_ylabel("connected clients")
+    ax2.set_ylabel("connect attempts/s")
+    ax2.set_xlabel("simulated time (s); dashed: the fault")
+    ax1.legend(fontsize=8)
+    ax1.set_title("Reconnect storm")
+    return fig
+
+
+def crash_backlog(results) -> Figure:
+    """Events waiting for the delivery service, and replay bytes, over time."""
+    fig = Figure(figsize=(10, 3.5), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    for r in results:
+        label = f"{LABELS.get(r.transport, r.transport)}, {r.reconnect_policy}"
+        ax1.plot(r.bins["t_s"], r.bins["queue_backlog"], label=label)
+        ax2.plot(r.bins["t_s"], r.bins["replay_bytes"].cumsum(), label=label)
+    ax1.set_title("delivery backlog (events)")
+    ax2.set_title("replay bytes, cumulative")
+    for ax in (ax1, ax2):
+        ax.set_xlabel("simulated time (s)")
+        ax.grid(True, alpha=0.3)
+    ax1.legend(fontsize=8)
+    return fig

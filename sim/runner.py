@@ -69,14 +69,15 @@ class Comparison:
     def to_json(self) -> dict[str, Any]:
         """``{"scenario": {...}, "results": [one object per transport]}``."""
         return {"scenario": self.scenario.to_dict(),
-                "results": [_jsonable(r.summary) for r in self.runs.values()]}
+                "results": [jsonable(r.summary) for r in self.runs.values()]}
 
 
-def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+def jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    """A summary dict with numpy scalars turned into plain Python values."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out[k] = _jsonable(v)
+            out[k] = jsonable(v)
         elif hasattr(v, "item"):
             out[k] = v.item()
         else:

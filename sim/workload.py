@@ -17,7 +17,7 @@ import numpy as np
 from .params import Scenario
 
 #: Named random streams, in a fixed order (adding a stream goes at the end).
-STREAMS = ("arrivals", "read_delay", "start", "phase", "jitter", "service")
+STREAMS = ("arrivals", "read_delay", "start", "phase", "jitter", "service", "lb", "backoff")
 
 
 def streams(seed: int) -> dict[str, np.random.Generator]:
