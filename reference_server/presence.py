@@ -97,6 +97,10 @@ class Presence:
             self._written.pop(k, None)
         return len(due)
 
+    async def connections(self, user: str) -> int:
+        """Unexpired connections of *user* (all devices)."""
+        return int(await self.redis.zcount(self._key(user), _now_ms(), "+inf"))
+
     async def status(self, users: list[str]) -> dict[str, str]:
         """``{user: "online"|"offline"}``: online iff an unexpired connection exists."""
         now = _now_ms()
