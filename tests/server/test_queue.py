@@ -1,0 +1,114 @@
+"""docs/server.md "Delivery queue": Redis Streams semantics, on both backends, driven
+directly (no HTTP): group at 0, XACK after fan-out, XAUTOCLAIM of idle entries,
+dead-lettering of poison entries, the outbox after a crash, idempotent redelivery."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from reference_server.config import ServerConfig
+from reference_server.delivery import DeliveryService
+from reference_server.hub import Hub
+from reference_server.metrics import Metrics
+from reference_server.payloads import SendRequest
+from reference_server.queue import GROUP, DeliveryQueue
+from reference_server.redis_link import connect
+from reference_server.store import Page, Store
+
+from .conftest import delete_prefix, wait_until
+
+
+@dataclass
+class Parts:
+    store: Store
+    queue: DeliveryQueue
+    delivery: DeliveryService
+    metrics: Metrics
+
+
+@pytest.fixture
+async def parts(redis_url: str | None, tmp_path: Path) -> AsyncIterator[Parts]:
+    prefix = f"chatlab-test-{uuid.uuid4().hex[:12]}"
+    config = ServerConfig(redis_url=redis_url, redis_prefix=prefix, queue_max_deliveries=2, queue_poll_ms=50)
+    store = await Store.open(tmp_path / "q.sqlite3")
+    for u in ("alice", "bob"):
+        await store.create_user(u, "x", 0)
+    redis = connect(redis_url)
+    queue = DeliveryQueue(redis, prefix)
+    metrics = Metrics()
+    delivery = DeliveryService(config, store, queue, Hub(), metrics)
+    yield Parts(store, queue, delivery, metrics)
+    await delivery.stop()
+    await delete_prefix(redis, prefix)
+    await redis.aclose()
+    await store.close()
+
+
+async def _message(p: Parts, body: str = "hi") -> dict:
+    stored = await p.store.add_message("alice", SendRequest(body, uuid.uuid4().hex, to="bob"), 1)
+    assert stored.item is not None
+    return {"item": stored.item, "outbox_id": stored.outbox_id}
+
+
+async def _bob_bodies(p: Parts) -> list[str]:
+    page = await p.store.read_events("bob", None, 100)
+    assert isinstance(page, Page)
+    return [e["body"] for e in page.events if e["type"] == "message"]
+
+
+async def test_entries_added_before_the_group_exists_are_delivered(parts: Parts) -> None:
+    m = await _message(parts, "early")
+    await parts.queue.publish(m["item"], m["outbox_id"])  # no group yet
+    await parts.delivery.start()                           # creates it at 0, not $
+    await wait_until(lambda: parts.metrics.delivery_latency.count >= 1, what="delivery")
+    assert await _bob_bodies(parts) == ["early"]
+    assert await parts.queue.lag() == 0, "acknowledged and deleted"
+
+
+async def test_idle_entry_of_a_dead_consumer_is_reclaimed(parts: Parts) -> None:
+    await parts.queue.ensure_group()
+    m = await _message(parts, "orphan")
+    await parts.queue.publish(m["item"], m["outbox_id"])
+    taken = await parts.queue.read("dead-node", 10)  # a consumer that dies before XACK
+    assert len(taken) == 1
+    pending = await parts.queue.redis.xpending(parts.queue.stream, GROUP)
+    assert pending["pending"] == 1
+    assert await parts.delivery.reclaim_once(idle_ms=0) == 1
+    assert await _bob_bodies(parts) == ["orphan"]
+    assert (await parts.queue.redis.xpending(parts.queue.stream, GROUP))["pending"] == 0
+
+
+async def test_poison_entry_is_dead_lettered(parts: Parts) -> None:
+    await parts.queue.ensure_group()
+    await parts.queue.publish({"kind": "bogus"})
+    assert len(await parts.queue.read("node-a", 10)) == 1       # delivery 1 (fails)
+    for _ in range(3):                                           # deliveries 2, 3: failing, then dead
+        await parts.delivery.reclaim_once(idle_ms=0)
+    assert parts.metrics.dead_letters.get() == 1
+    dead = await parts.queue.redis.xrange(parts.queue.dead)
+    assert len(dead) == 1 and '"bogus"' in dead[0][1]["item"] and int(dead[0][1]["deliveries"]) == 3
+    assert await parts.queue.lag() == 0
+
+
+async def test_outbox_rows_are_queued_again_at_start(parts: Parts) -> None:
+    """A crash between the SQLite commit and the XADD: the outbox row survives and the
+    next start queues it."""
+    await _message(parts, "committed, never queued")
+    assert len(await parts.store.pending_outbox()) == 1
+    await parts.delivery.start()
+    await wait_until(lambda: parts.metrics.delivery_latency.count >= 1, what="delivery")
+    assert await _bob_bodies(parts) == ["committed, never queued"]
+    assert await parts.store.pending_outbox() == []
+
+
+async def test_redelivery_appends_nothing_twice(parts: Parts) -> None:
+    m = await _message(parts, "once")
+    first = await parts.store.fan_out(m["item"], m["outbox_id"])
+    again = await parts.store.fan_out(m["item"], m["outbox_id"])
+    assert list(first) == ["bob"] and again == {}
+    assert await _bob_bodies(parts) == ["once"]
