@@ -360,9 +360,12 @@ class ChatClient:
             for _ in range(self.send_attempts):
                 try:
                     await asyncio.wait_for(self._ready.wait(), self.send_timeout)
-                    await self._ws.send(text)
+                    ws = self._ws
+                    if ws is None:
+                        continue  # closed between "ready" and now: wait for the reconnect
+                    await ws.send(text)
                     return await asyncio.wait_for(asyncio.shield(fut), self.send_timeout)
-                except (asyncio.TimeoutError, ConnectionClosed, AttributeError):
+                except (asyncio.TimeoutError, ConnectionClosed):
                     continue  # resend the same client_msg_id: the server de-duplicates
             raise ChatError(503, {"error": "unavailable", "message": f"no ack after {self.send_attempts} tries"})
         finally:

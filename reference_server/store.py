@@ -31,7 +31,7 @@ from typing import Any, Callable, TypeVar
 
 from chatcore import Cursor, ack_body, message_event, presence_event, receipt_event
 
-from .errors import ApiError, bad_request, forbidden, not_found
+from .errors import bad_request, forbidden, not_found
 from .payloads import DM_RE, ReceiptRequest, SendRequest, dm_id
 
 T = TypeVar("T")

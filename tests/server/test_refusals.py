@@ -14,7 +14,7 @@ import pytest
 
 from chatcore import MAX_BODY_BYTES, MAX_MESSAGE_BODY_CHARS
 
-from .conftest import PASSWORD, Api, stored
+from .conftest import Api, stored
 
 
 @dataclass(frozen=True)

@@ -131,3 +131,25 @@ def _cut_all(server) -> None:
     for handler in list(server.runner.server.connections):
         if handler.transport is not None:
             handler.transport.abort()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_client_counts_a_gap_and_continues(transport: str, server, api: Api,
+                                                 session: aiohttp.ClientSession) -> None:
+    """A client holding a cursor from another epoch is told so, counts one gap, and
+    receives new events from the current position on."""
+    alice = await api.user("alice")
+    got: list[dict[str, Any]] = []
+    bob = ChatClient(server.url, "bob", PASSWORD, transport=transport, session=session, poll_interval=0.05,
+                     longpoll_timeout=2, backoff_base=0.05, rng=random.Random(3), cursor="zzzz.5",
+                     on_event=lambda e, t: got.append(e))
+    await bob.register()
+    await bob.start()
+    try:
+        await wait_until(lambda: bob.gaps == 1, what="the gap to be reported")
+        assert Cursor.parse(bob.cursor).epoch == server.chat.store.epoch
+        await api.send(alice, "after the gap", to="bob")
+        await wait_for_events(got, lambda e: e.get("body") == "after the gap")
+        assert bob.gaps == 1
+    finally:
+        await bob.stop()
