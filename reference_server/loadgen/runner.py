@@ -1,0 +1,576 @@
+"""The load generator: N real :class:`~reference_server.client.ChatClient` s of one
+transport against a server process, through the counting proxy, on the simulation's
+workload. Returns tables with the simulation's names (``RunResult``'s ``summary``,
+``messages``, ``classes``, ``bins``).
+
+    result = asyncio.run(run_load(LoadConfig(transport="websocket", clients=50, rtt_ms=50)))
+    result.summary["latency_ms"]["p50"]
+
+Timeline (``t`` = seconds since the workload's time zero, one monotonic clock):
+accounts are registered and logged in before ``t = 0`` (not measured); clients start
+as in the model (WebSocket and long polling at uniform times in ``[0, connect_ramp_s)``,
+short polling at its phase); messages leave at their drawn times; everything in
+``[warmup_s, duration_s]`` is measured; the run goes on as long as the model's does
+(a poll interval plus four round trips plus 1 s) so that late messages arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import os
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pandas as pd
+
+from chatcore import TRANSPORTS, ConnectionState
+from chatcore.backoff import POLICIES
+
+from ..client import ChatClient, ChatError
+from .proxy import DOWN, OVH_DOWN, OVH_UP, PAY_DOWN, PAY_UP, UP, CountingProxy, Counters
+from .server_proc import ServerFailed, ServerProcess, cpu_seconds
+from .workload import Workload, draw
+
+LATENCY_KEYS = ("mean", "p50", "p95", "p99", "max")
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    """The workload (the simulation's parameter names and meanings) plus the run's own
+    settings. Unknown names are refused by :meth:`from_params`'s caller, not here."""
+
+    transport: str = "websocket"
+    clients: int = 20
+    msg_rate_per_min: float = 6.0
+    group_size: int = 2
+    payload_bytes: int = 100
+    poll_interval_s: float = 2.0
+    long_poll_timeout_s: float = 30.0
+    receipts: bool = True
+    read_delay_s: float = 5.0
+    duration_s: float = 30.0
+    warmup_s: float = 10.0
+    connect_ramp_s: float = 5.0
+    seed: int = 1
+    rtt_ms: float = 0.0
+    http_keepalive_s: float = 75.0
+    bin_s: float = 1.0
+    # crash (fault = servers, crash_mode = reset): SIGKILL at crash_at_s, restart at once
+    crash_at_s: float | None = None
+    reconnect_policy: str = "full_jitter"
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 30.0
+    # the run
+    redis_url: str | None = None
+    setup_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("transport", self.transport in TRANSPORTS, f"one of {', '.join(TRANSPORTS)}"),
+            ("clients", 2 <= self.clients <= 5000, "an integer 2..5000"),
+            ("msg_rate_per_min", 0 <= self.msg_rate_per_min <= 600, "a number 0..600"),
+            ("group_size", 2 <= self.group_size <= self.clients, "an integer >= 2 and <= clients"),
+            ("payload_bytes", 1 <= self.payload_bytes <= 4000, "an integer 1..4000"),
+            ("poll_interval_s", self.poll_interval_s > 0, "a number > 0"),
+            ("long_poll_timeout_s", 0 < self.long_poll_timeout_s <= 120, "a number in (0, 120]"),
+            ("read_delay_s", self.read_delay_s >= 0, "a number >= 0"),
+            ("duration_s", 0 < self.duration_s <= 3600, "a number in (0, 3600]"),
+            ("warmup_s", 0 <= self.warmup_s < self.duration_s, "a number >= 0 and < duration_s"),
+            ("connect_ramp_s", self.connect_ramp_s >= 0, "a number >= 0"),
+            ("seed", self.seed >= 0, "an integer >= 0"),
+            ("rtt_ms", 0 <= self.rtt_ms <= 2000, "a number 0..2000"),
+            ("http_keepalive_s", self.http_keepalive_s > 0, "a number > 0"),
+            ("bin_s", self.bin_s > 0, "a number > 0"),
+            ("crash_at_s", self.crash_at_s is None or 0 < self.crash_at_s < self.duration_s,
+             "a number in (0, duration_s)"),
+            ("reconnect_policy", self.reconnect_policy in POLICIES, f"one of {', '.join(POLICIES)}"),
+            ("backoff_base_s", self.backoff_base_s >= 0, "a number >= 0"),
+            ("backoff_cap_s", self.backoff_cap_s >= self.backoff_base_s, "a number >= backoff_base_s"),
+        ]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"{name}={getattr(self, name)!r}: expected {allowed}")
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], **extra: Any) -> "LoadConfig":
+        """From a dict of simulation parameters (names this class does not know are ignored)."""
+        known = set(cls.names())
+        kw = {k: v for k, v in params.items() if k in known}
+        kw.update(extra)
+        return cls(**kw)
+
+
+@dataclass
+class LoadResult:
+    config: LoadConfig
+    summary: dict[str, Any]
+    messages: pd.DataFrame
+    classes: pd.DataFrame
+    bins: pd.DataFrame
+    crash: dict[str, Any] | None = None
+    samples: list[dict[str, float]] = field(default_factory=list, repr=False)
+
+
+class _Client(ChatClient):
+    """The reference client, with two things a load generator needs: short polls on a
+    fixed schedule (``phase + k * interval``, the model's and a browser ``setInterval``'s;
+    the library's own loop sleeps *after* each response), and the times of each
+    disconnect and reconnect (for the crash run)."""
+
+    next_poll: float = 0.0
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.reconnected_at: list[float] = []
+        self.lost_at: list[float] = []
+
+    async def _poll_once(self) -> None:
+        now = self.clock()
+        if self.next_poll > now:
+            await asyncio.sleep(self.next_poll - now)
+        self.next_poll += self.poll_interval
+        await self._fetch("/api/poll", {}, timeout=30.0)
+        now = self.clock()
+        if self.next_poll < now:  # never two polls outstanding
+            self.next_poll = now
+
+    def _connected(self) -> None:
+        if self.state != ConnectionState.CONNECTED:
+            self.reconnected_at.append(self.clock())
+        super()._connected()
+
+    async def _back_off(self) -> None:
+        if self.state == ConnectionState.CONNECTED:
+            self.lost_at.append(self.clock())
+        await super()._back_off()
+
+
+def user_name(i: int) -> str:
+    return f"u{i:07d}"  # 8 characters, as the simulation's wire sizes assume
+
+
+def _stats(ms: np.ndarray) -> dict[str, float | None]:
+    if ms.size == 0:
+        return {k: None for k in LATENCY_KEYS}
+    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+    return {"mean": float(ms.mean()), "p50": float(p50), "p95": float(p95), "p99": float(p99),
+            "max": float(ms.max())}
+
+
+def step_average(intervals: list[list[float]], t0: float, t1: float) -> tuple[float, int]:
+    """Time-average and peak over [t0, t1] of how many intervals are open."""
+    if t1 <= t0:
+        return 0.0, 0
+    area, events = 0.0, []
+    for a, b in intervals:
+        lo, hi = max(a, t0), min(b, t1)
+        if hi > lo:
+            area += hi - lo
+        if a <= t1 and b >= t0:
+            events.append((max(a, t0), 1))
+            events.append((min(b, t1), -1))
+    level = peak = 0
+    for _, d in sorted(events, key=lambda e: (e[0], e[1])):
+        level += d
+        peak = max(peak, level)
+    return area / (t1 - t0), peak
+
+
+async def _gather_limited(coros: list[Any], limit: int, timeout: float, what: str) -> list[Any]:
+    sem = asyncio.Semaphore(limit)
+
+    async def one(c: Any) -> Any:
+        async with sem:
+            return await c
+
+    try:
+        return await asyncio.wait_for(asyncio.gather(*(one(c) for c in coros)), timeout)
+    except asyncio.TimeoutError:
+        raise ServerFailed(f"{what} did not finish within {timeout:g} s") from None
+
+
+class LoadRun:
+    """One run; :func:`run_load` is the usual entry point."""
+
+    def __init__(self, cfg: LoadConfig, server: ServerProcess) -> None:
+        self.cfg = cfg
+        self.server = server
+        self.wl: Workload = draw(cfg.clients, cfg.msg_rate_per_min, cfg.group_size, cfg.duration_s,
+                                 cfg.read_delay_s, cfg.connect_ramp_s, cfg.seed)
+        self.names = [user_name(i) for i in range(cfg.clients)]
+        self.prefix = f"{cfg.seed % (1 << 32):08x}"
+        self.t0 = math.inf
+        self.clock = time.monotonic
+        self.delivered: dict[tuple[int, int], float] = {}
+        self.duplicates = 0
+        self.sent_at = np.full(len(self.wl.send_time), np.nan)
+        self.acked = np.zeros(len(self.wl.send_time), dtype=bool)
+        self.send_failures = 0
+        self.receipt_sent: dict[tuple[str, int, str], float] = {}
+        self.receipt_latency: list[tuple[float, float]] = []  # (sent_at, latency_ms)
+        self.batches: dict[int, list[tuple[str, int, int]]] = defaultdict(list)
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.samples: list[dict[str, float]] = []
+        self.crash: dict[str, Any] | None = None
+        self.targets: dict[int, dict[str, str]] = {}
+
+    def rel(self, t: float) -> float:
+        return t - self.t0
+
+    def _spawn(self, coro: Any) -> None:
+        t = asyncio.create_task(coro)
+        self.tasks.add(t)
+        t.add_done_callback(self.tasks.discard)
+
+    # --- accounts (before time zero; not measured) ---------------------------------------
+    async def setup(self) -> dict[str, str]:
+        cfg = self.cfg
+        tokens: dict[str, str] = {}
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=32)) as s:
+            async def account(name: str) -> None:
+                c = ChatClient(self.server.url, name, "pw", session=s)
+                await c.register()
+                tokens[name] = await c.login()
+
+            await _gather_limited([account(n) for n in self.names], 16, cfg.setup_timeout_s, "registering users")
+            for conv, members in enumerate(self.wl.members):
+                if len(members) == 2:
+                    a, b = members
+                    self.targets[a] = {"to": self.names[b]}
+                    self.targets[b] = {"to": self.names[a]}
+                    continue
+                creator = ChatClient(self.server.url, self.names[members[0]], "pw", session=s)
+                creator.token = tokens[self.names[members[0]]]
+                gid = await asyncio.wait_for(creator.create_group([self.names[m] for m in members[1:]]), 30)
+                for m in members:
+                    self.targets[m] = {"conversation": gid}
+        return tokens
+
+    # --- receiving ----------------------------------------------------------------------
+    def on_event(self, idx: int, event: dict[str, Any], t: float) -> None:
+        kind = event.get("type")
+        if kind == "message":
+            cmid = str(event.get("client_msg_id", ""))
+            if len(cmid) != 32 or not cmid.startswith(self.prefix):
+                return
+            key = (int(cmid[8:], 16), idx)
+            if key in self.delivered:
+                self.duplicates += 1
+                return
+            self.delivered[key] = t
+            if self.cfg.receipts:
+                batch = self.batches[idx]
+                if not batch:
+                    asyncio.get_running_loop().call_soon(self._flush, idx)
+                batch.append((event["conversation"], int(event["id"]), key[0]))
+        elif kind == "receipt":
+            sent = self.receipt_sent.get((event.get("conversation"), event.get("up_to"), event.get("status")))
+            if sent is not None:
+                self.receipt_latency.append((self.rel(sent), (t - sent) * 1000.0))
+
+    def _flush(self, idx: int) -> None:
+        """One delivered receipt per batch of messages received together (a response or
+        the frames read at once), then a read receipt after the newest one's read delay."""
+        batch, self.batches[idx] = self.batches[idx], []
+        newest: dict[str, tuple[int, int]] = {}
+        for conv, mid, i in batch:
+            if conv not in newest or mid > newest[conv][0]:
+                newest[conv] = (mid, i)
+        for conv, (mid, i) in newest.items():
+            self._spawn(self._receipts(idx, conv, mid, float(self.wl.read_delay[i])))
+
+    async def _receipts(self, idx: int, conv: str, up_to: int, read_delay: float) -> None:
+        client = self.clients[idx]
+        for status in ("delivered", "read"):
+            if status == "read" and read_delay > 0:
+                await asyncio.sleep(read_delay)
+            self.receipt_sent.setdefault((conv, up_to, status), self.clock())
+            try:
+                await client.receipt(conv, up_to, status)
+            except ChatError:
+                return
+
+    # --- sending --------------------------------------------------------------------------
+    async def _dispatch(self) -> None:
+        for i, t in enumerate(self.wl.send_time.tolist()):
+            wait = self.t0 + t - self.clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._spawn(self._send(i))
+
+    async def _send(self, i: int) -> None:
+        s = int(self.wl.sender[i])
+        self.sent_at[i] = self.clock()
+        body = "x" * self.cfg.payload_bytes
+        try:
+            await self.clients[s].send(body, client_msg_id=f"{self.prefix}{i:024x}", **self.targets[s])
+            self.acked[i] = True
+        except ChatError:
+            self.send_failures += 1
+
+    # --- sampling and the crash --------------------------------------------------------------
+    async def _sampler(self, proxy: CountingProxy) -> None:
+        k = 0
+        while True:
+            due = self.t0 + k * self.cfg.bin_s
+            wait = due - self.clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                srv = self.server.cpu_seconds()
+            except (OSError, ValueError, ServerFailed):
+                srv = math.nan
+            self.samples.append({
+                "t": self.rel(self.clock()), "server_cpu_s": srv, "loadgen_cpu_s": cpu_seconds(os.getpid()),
+                "connected": sum(1 for c in self.clients if c.state == ConnectionState.CONNECTED),
+                "accepts": len(proxy.counters.conn_intervals)})
+            k += 1
+
+    async def _crash(self) -> None:
+        assert self.cfg.crash_at_s is not None
+        await asyncio.sleep(max(0.0, self.t0 + self.cfg.crash_at_s - self.clock()))
+        cpu_before = self.server.cpu_seconds()
+        killed = self.clock()
+        await self.server.kill()
+        await self.server.start()  # same port, same data directory
+        up = self.clock()
+        self.crash = {"killed_at_s": self.rel(killed), "restarted_at_s": self.rel(up),
+                      "downtime_s": up - killed, "cpu_before_kill_s": cpu_before}
+
+    # --- the run ----------------------------------------------------------------------------
+    async def run(self) -> LoadResult:
+        cfg = self.cfg
+        tokens = await self.setup()
+        window = (cfg.warmup_s, cfg.duration_s)
+        counters = Counters(in_window=lambda t: window[0] <= t - self.t0 <= window[1],
+                            bin_of=lambda t: int(math.floor((t - self.t0) / cfg.bin_s)))
+        proxy = await CountingProxy("127.0.0.1", self.server.port, cfg.rtt_ms, counters=counters).start()
+        self.clients: list[_Client] = []
+        try:
+            for i, name in enumerate(self.names):
+                session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+                    keepalive_timeout=cfg.http_keepalive_s, limit=8))
+                c = _Client(proxy.url, name, "pw", transport=cfg.transport, session=session,
+                            reconnect_policy=cfg.reconnect_policy, backoff_base=cfg.backoff_base_s,
+                            backoff_cap=cfg.backoff_cap_s,
+                            rng=random.Random(cfg.seed * 100_003 + i),
+                            poll_interval=cfg.poll_interval_s, longpoll_timeout=cfg.long_poll_timeout_s,
+                            on_event=lambda e, t, i=i: self.on_event(i, e, t), clock=self.clock)
+                c.token = tokens[name]
+                self.clients.append(c)
+            self.t0 = self.clock() + 0.5
+            for i, c in enumerate(self.clients):
+                if cfg.transport == "short_polling":
+                    c.next_poll = self.t0 + float(self.wl.poll_phase[i]) * cfg.poll_interval_s
+                    self._spawn(self._start_at(c, self.t0))
+                else:
+                    self._spawn(self._start_at(c, self.t0 + float(self.wl.start_time[i])))
+            self._spawn(self._dispatch())
+            self._spawn(self._sampler(proxy))
+            if cfg.crash_at_s is not None:
+                self._spawn(self._crash())
+            drain = (cfg.poll_interval_s if cfg.transport == "short_polling" else 0.0) + 4 * cfg.rtt_ms / 1000 + 1.0
+            end = self.t0 + cfg.duration_s + drain
+            while self.clock() < end:
+                await asyncio.sleep(min(0.5, end - self.clock()))
+                if self.server.proc is not None and self.server.proc.returncode is not None \
+                        and self.crash is not None:
+                    raise ServerFailed(f"the server exited during the run (status {self.server.proc.returncode})")
+        finally:
+            for t in list(self.tasks):
+                t.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*(c.stop() for c in self.clients), return_exceptions=True), 10)
+            for c in self.clients:
+                with contextlib.suppress(Exception):
+                    await c.session.close()
+            await proxy.stop()
+        return self._result(counters)
+
+    async def _start_at(self, c: _Client, at: float) -> None:
+        wait = at - self.clock()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        await c.start()
+
+    # --- tables ---------------------------------------------------------------------------------
+    def _result(self, counters: Counters) -> LoadResult:
+        cfg, wl = self.cfg, self.wl
+        w0, w1 = cfg.warmup_s, cfg.duration_s
+        window = w1 - w0
+        rows = []
+        for (i, r), t in sorted(self.delivered.items()):
+            rows.append((i, int(wl.sender[i]), r, int(wl.conversation[i]), self.rel(self.sent_at[i]), self.rel(t)))
+        msgs = pd.DataFrame(rows, columns=["msg", "sender", "recipient", "conversation", "sent_at", "received_at"])
+        msgs.insert(0, "transport", cfg.transport)
+        msgs["latency_ms"] = (msgs["received_at"] - msgs["sent_at"]) * 1000.0
+        msgs["in_window"] = (msgs["sent_at"] >= w0) & (msgs["sent_at"] <= w1)
+
+        crows = []
+        tot = np.zeros(6)
+        for name in sorted(counters.classes):
+            c = counters.classes[name]
+            tot += np.asarray(c, dtype=float)
+            crows.append({"transport": cfg.transport, "class": name, "messages_up": c[UP], "messages_down": c[DOWN],
+                          "overhead_bytes_up": c[OVH_UP], "payload_bytes_up": c[PAY_UP],
+                          "overhead_bytes_down": c[OVH_DOWN], "payload_bytes_down": c[PAY_DOWN],
+                          "up_per_s": c[UP] / window,
+                          "bytes_per_s": (c[OVH_UP] + c[PAY_UP] + c[OVH_DOWN] + c[PAY_DOWN]) / window})
+        classes = pd.DataFrame(crows, columns=["transport", "class", "messages_up", "messages_down",
+                                               "overhead_bytes_up", "payload_bytes_up", "overhead_bytes_down",
+                                               "payload_bytes_down", "up_per_s", "bytes_per_s"])
+
+        # per-bin table, with CPU and connected clients from the samples
+        samples = pd.DataFrame(self.samples)
+        nb = int(math.ceil((cfg.duration_s + 1e-9) / cfg.bin_s))
+        if len(samples) > 1:
+            nb = max(nb, len(samples) - 1)
+        brow = []
+        for k in range(nb):
+            b = counters.bins.get(k, [0, 0, 0, 0, 0])
+            t_s = k * cfg.bin_s
+            row = {"transport": cfg.transport, "t_s": t_s,
+                   "in_window": t_s >= w0 - 1e-9 and t_s + cfg.bin_s <= w1 + 1e-9,
+                   "requests_up": b[0], "overhead_bytes_up": b[1], "payload_bytes_up": b[2],
+                   "overhead_bytes_down": b[3], "payload_bytes_down": b[4]}
+            if k + 1 < len(samples):
+                s0, s1 = samples.iloc[k], samples.iloc[k + 1]
+                dt = s1["t"] - s0["t"]
+                row["cpu_utilization"] = (s1["server_cpu_s"] - s0["server_cpu_s"]) / dt if dt > 0 else math.nan
+                row["connected_clients"] = int(s1["connected"])
+                row["connect_attempts_per_s"] = (s1["accepts"] - s0["accepts"]) / dt if dt > 0 else math.nan
+            brow.append(row)
+        bins = pd.DataFrame(brow)
+
+        # server CPU over the window, from the samples nearest its ends
+        util = lg_util = None
+        if len(samples) > 1:
+            a = samples.iloc[(samples["t"] - w0).abs().idxmin()]
+            b = samples.iloc[(samples["t"] - w1).abs().idxmin()]
+            dt = b["t"] - a["t"]
+            if dt > 0:
+                if self.crash is None:
+                    util = (b["server_cpu_s"] - a["server_cpu_s"]) / dt
+                lg_util = (b["loadgen_cpu_s"] - a["loadgen_cpu_s"]) / dt
+
+        abs_w0, abs_w1 = self.t0 + w0, self.t0 + w1
+        conn_mean, conn_peak = step_average(counters.conn_intervals, abs_w0, abs_w1)
+        held_mean, held_peak = step_average(counters.held_intervals, abs_w0, abs_w1)
+        in_win_sent = (wl.send_time >= w0) & (wl.send_time <= w1)
+        n_sent = int(in_win_sent.sum())
+        lat = msgs.loc[msgs["in_window"], "latency_ms"].to_numpy()
+        got = msgs.loc[msgs["in_window"]].groupby("msg").size()
+        fully = 0
+        for i in np.flatnonzero(in_win_sent):
+            if got.get(i, 0) >= len(wl.members[int(wl.conversation[i])]) - 1:
+                fully += 1
+        rl = np.array([l for s, l in self.receipt_latency if w0 <= s <= w1])
+        total_bytes = tot[OVH_UP] + tot[PAY_UP] + tot[OVH_DOWN] + tot[PAY_DOWN]
+        summary: dict[str, Any] = {
+            "transport": cfg.transport,
+            "requests_per_s": tot[UP] / window,
+            "empty_response_ratio": (counters.empty_responses / counters.poll_responses)
+            if counters.poll_responses else 0.0,
+            "overhead_bytes_up_per_s": tot[OVH_UP] / window,
+            "overhead_bytes_down_per_s": tot[OVH_DOWN] / window,
+            "payload_bytes_up_per_s": tot[PAY_UP] / window,
+            "payload_bytes_down_per_s": tot[PAY_DOWN] / window,
+            "bytes_per_message": total_bytes / n_sent if n_sent else None,
+            "latency_ms": _stats(lat),
+            "receipt_latency_ms": _stats(rl),
+            "open_connections_mean": conn_mean,
+            "open_connections_peak": conn_peak,
+            "held_requests_mean": held_mean,
+            "held_requests_peak": held_peak,
+            "server_cpu_utilization": util,
+            "messages_sent": n_sent,
+            "messages_delivered": fully,
+            "deliveries": int(len(lat)),
+            # measured only
+            "loadgen_cpu_utilization": lg_util,
+            "send_failures": self.send_failures,
+            "duplicates_after_dedup": self.duplicates,
+            "duplicates_dropped_by_client": sum(c.duplicates_dropped for c in self.clients),
+        }
+        crash = self._crash_summary(bins) if self.crash is not None else None
+        return LoadResult(cfg, summary, msgs, classes, bins, crash, self.samples)
+
+    def _crash_summary(self, bins: pd.DataFrame) -> dict[str, Any]:
+        assert self.crash is not None
+        killed = self.t0 + self.crash["killed_at_s"]
+        back = []
+        affected = 0
+        for c in self.clients:
+            if any(t >= killed for t in c.lost_at):
+                affected += 1
+                after = [t for t in c.reconnected_at if t >= killed]
+                back.append(min(after) if after else math.inf)
+        all_back = bool(back) and all(math.isfinite(t) for t in back)
+        wl = self.wl
+        lost = unacked = 0
+        for i in range(len(wl.send_time)):
+            for r in wl.members[int(wl.conversation[i])]:
+                if r == int(wl.sender[i]) or (i, r) in self.delivered:
+                    continue
+                if self.acked[i]:
+                    lost += 1
+                else:
+                    unacked += 1
+        after = bins[bins["t_s"] >= self.crash["killed_at_s"] - self.cfg.bin_s]
+        return {**self.crash,
+                "affected_clients": affected,
+                "time_to_reconnect_all_s": (max(back) - killed) if all_back else None,
+                "clients_not_reconnected": sum(1 for t in back if not math.isfinite(t)),
+                "reconnect_peak_per_s": float(after["connect_attempts_per_s"].max()) if len(after) else 0.0,
+                "messages_lost": lost,
+                "messages_undelivered_unacked": unacked,
+                "messages_duplicated": self.duplicates,
+                "duplicates_dropped_by_client": sum(c.duplicates_dropped for c in self.clients),
+                "send_failures": self.send_failures}
+
+
+async def run_load(cfg: LoadConfig, server: ServerProcess | None = None) -> LoadResult:
+    """Run *cfg* against *server*, or against a fresh server process in a temporary
+    directory (started and stopped here). Raises :class:`ServerFailed` with a clear
+    message when the server does not start or dies."""
+    if server is not None:
+        return await LoadRun(cfg, server).run()
+    with tempfile.TemporaryDirectory(prefix="chatlab-load-") as tmp:
+        srv = ServerProcess(Path(tmp) / "server", redis_url=cfg.redis_url,
+                            redis_prefix=f"chatlab-load-{uuid.uuid4().hex[:8]}")
+        await srv.start()
+        try:
+            return await LoadRun(cfg, srv).run()
+        finally:
+            await srv.stop()
+
+
+def result_json(res: LoadResult) -> dict[str, Any]:
+    """``{"scenario": {...}, "results": [summary]}``: the shape of ``chatlab compare --json``."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if hasattr(v, "item"):
+            return v.item()
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return v
+    out: dict[str, Any] = {"scenario": plain(asdict(res.config)), "results": [plain(res.summary)]}
+    if res.crash is not None:
+        out["crash"] = plain(res.crash)
+    return out
