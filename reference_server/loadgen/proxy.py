@@ -48,13 +48,12 @@ class Counters:
     held_intervals: list[list[float]] = field(default_factory=list)   # HTTP request in flight
     poll_responses: int = 0
     empty_responses: int = 0
+    #: raw bytes through the proxy, parsed or not
     total_up: int = 0
     total_down: int = 0
 
     def add(self, cls: str, now: float, *, up: int = 0, down: int = 0, ovh_up: int = 0, pay_up: int = 0,
             ovh_down: int = 0, pay_down: int = 0) -> None:
-        self.total_up += ovh_up + pay_up
-        self.total_down += ovh_down + pay_down
         b = self.bins.get(self.bin_of(now))
         if b is None:
             b = self.bins[self.bin_of(now)] = [0, 0, 0, 0, 0]
@@ -260,6 +259,12 @@ class CountingProxy:
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
 
     async def _accept(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
+        # Cancelled only by stop(): swallow it, or asyncio (3.11) logs the cancelled
+        # connection task as an error.
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._serve(c_reader, c_writer)
+
+    async def _serve(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
@@ -308,6 +313,10 @@ class CountingProxy:
                 except (ConnectionError, OSError):
                     data = b""
                 now = self.clock()
+                if up:
+                    self.counters.total_up += len(data)
+                else:
+                    self.counters.total_down += len(data)
                 if not up and data:
                     parser.feed(data, now)
                 if queue is None:

@@ -1,0 +1,111 @@
+"""``chatlab validate``: for each transport and load level, start a fresh server process,
+run the load generator, run the simulation on the same parameters with the calibrated
+costs, and print one table (metric, simulated, measured, relative error, tolerance,
+pass); then a crash run (SIGKILL, restart, reconnect) against the crash model.
+Exit status 0 whether targets are met or not (the table says which); 1 if a run failed."""
+
+from __future__ import annotations
+
+import argparse
+
+from .errors import UsageError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calibration", default=None, metavar="FILE.toml",
+                   help="calibrated scenario (default data/calibration.toml)")
+    p.add_argument("--scenario", metavar="FILE.toml", help="scenario file applied after the calibration")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                   help="override one parameter (repeatable)")
+    p.add_argument("--transports", default="short_polling,long_polling,websocket", help="comma list")
+    p.add_argument("--levels", default="light,medium,high",
+                   help="comma list of light, medium, high (target server CPU 10/30/60 %%)")
+    p.add_argument("--max-clients", default="300", help="most clients in one run (default 300)")
+    p.add_argument("--crash-transport", default="websocket",
+                   help="transport of the crash run, or 'none' (default websocket)")
+    p.add_argument("--crash-clients", default="100", help="clients in the crash run (default 100)")
+    p.add_argument("--redis-url", default=None, help="Redis for the server (default: embedded fakeredis)")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    p.add_argument("--out", metavar="DIR", help="write validation.csv, validation.json and validation.png")
+
+
+def _int(flag: str, text: str, lo: int, hi: int) -> int:
+    if not text.isdigit() or not lo <= int(text) <= hi:
+        raise UsageError(f"{flag}={text}: expected an integer {lo}-{hi}")
+    return int(text)
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from chatcore import TRANSPORTS
+
+    from . import validation as v
+
+    transports = [t.strip() for t in args.transports.split(",") if t.strip()]
+    bad = [t for t in transports if t not in TRANSPORTS]
+    if not transports or bad:
+        raise UsageError(f"--transports={args.transports}: expected a comma list of {', '.join(TRANSPORTS)}")
+    levels = [x.strip() for x in args.levels.split(",") if x.strip()]
+    if not levels or any(x not in v.LEVELS for x in levels):
+        raise UsageError(f"--levels={args.levels}: expected a comma list of {', '.join(v.LEVELS)}")
+    max_clients = _int("--max-clients", args.max_clients, 2, 2000)
+    crash_clients = _int("--crash-clients", args.crash_clients, 2, 2000)
+    crash_t = args.crash_transport
+    if crash_t not in (*TRANSPORTS, "none"):
+        raise UsageError(f"--crash-transport={crash_t}: expected one of {', '.join(TRANSPORTS)} or none")
+    if args.redis_url is not None and not args.redis_url.startswith(("redis://", "rediss://")):
+        raise UsageError(f"--redis-url={args.redis_url}: expected redis://host:port/db")
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise UsageError(f"--out={args.out}: exists and is not a directory")
+    calibration = args.calibration or str(v.DEFAULT_CALIBRATION)
+    base = v.load_scenario(v.VALIDATION_DEFAULTS, calibration, args.scenario, args.overrides)
+
+    log = v.progress(args.json)
+    started = time.monotonic()
+    cases = []
+    for t in transports:
+        for level in levels:
+            n = v.clients_for(base, t, v.LEVELS[level], max_clients)
+            cases.append(v.Case(t, level, base.with_overrides({"clients": n, "transports": t})))
+    failed = []
+    for c in cases:
+        log(f"{c.transport:<14} {c.level:<7} {c.scenario.clients:>4} clients ...")
+        v.run_case(c, args.redis_url)
+        if c.error:
+            failed.append(c.error)
+            log(f"  failed: {c.error}")
+    rows = v.table_rows(cases)
+    crash = None
+    if crash_t != "none":
+        csc = base.with_overrides({"clients": crash_clients, "transports": crash_t,
+                                   "crash_at_s": round(base.warmup_s + 0.4 * (base.duration_s - base.warmup_s), 1),
+                                   "reconnect_policy": base.reconnect_policy,
+                                   "duration_s": base.duration_s + 5})
+        log(f"crash: {crash_t}, {crash_clients} clients, SIGKILL at {csc.crash_at_s:g} s ...")
+        meas, sim, err = v.run_crash_case(csc, crash_t, args.redis_url)
+        if err:
+            failed.append(err)
+            log(f"  failed: {err}")
+        crash = (meas, sim)
+        rows += v.crash_rows(crash_t, crash_clients, meas, sim)
+    elapsed = time.monotonic() - started
+    doc = {"calibration": calibration, "scenario": base.to_dict(), "levels": v.LEVELS,
+           "elapsed_s": round(elapsed, 1), "errors": failed, "rows": rows,
+           "crash": None if crash is None or crash[0] is None else {
+               "measured": crash[0].crash, "simulated": crash[1].summary if crash[1] is not None else None}}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        v.write_csv(rows, out / "validation.csv")
+        (out / "validation.json").write_text(v.dump_json(doc) + "\n", encoding="utf-8")
+        v.figure(cases, crash, out / "validation.png")
+    if args.json:
+        print(v.dump_json(doc))
+    else:
+        print(v.text_table(rows))
+        print(f"({elapsed:.0f} s; rtt {base.rtt_ms:g} ms; calibration {calibration})")
+        for e in failed:
+            print(f"error: {e}")
+    return 1 if failed else 0

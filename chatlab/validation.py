@@ -1,0 +1,350 @@
+"""Glue for ``chatlab loadgen``, ``chatlab calibrate`` and ``chatlab validate``: the same
+scenario goes to the simulation (``sim.run`` / ``sim.crash.run_crash``) and to the load
+generator (``reference_server.loadgen``), and the two summaries become one table of
+metric, simulated, measured, relative error, tolerance and pass.
+
+Tolerances are the issue's targets and are not to be loosened to make a row pass:
+requests/s and bytes per message 3 %; median latency 10 % (or 2 ms when the simulated
+median is under 20 ms); p95 latency 20 %; time to reconnect all 20 %; messages lost and
+duplicated after de-duplication must be 0. Rows without a target are informational.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import UsageError
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CALIBRATION = ROOT / "data" / "calibration.toml"
+
+#: The workload validate runs at every level (a scenario file or --set changes them).
+VALIDATION_DEFAULTS: dict[str, Any] = {
+    "rtt_ms": 50.0, "msg_rate_per_min": 30.0, "group_size": 2, "payload_bytes": 100,
+    "poll_interval_s": 2.0, "long_poll_timeout_s": 30.0, "read_delay_s": 3.0, "receipts": True,
+    "duration_s": 17.0, "warmup_s": 5.0, "connect_ramp_s": 3.0, "seed": 1, "http_keepalive_s": 75.0,
+}
+#: Load levels: target server CPU utilisation (of the one event-loop core) predicted by the
+#: simulation with the calibrated costs.
+LEVELS: dict[str, float] = {"light": 0.10, "medium": 0.30, "high": 0.60}
+#: Loadgen defaults when run alone (the simulation's defaults are a 1000-client, 3-minute run).
+LOADGEN_DEFAULTS: dict[str, Any] = {"clients": 50, "duration_s": 30.0, "warmup_s": 10.0,
+                                    "connect_ramp_s": 5.0, "rtt_ms": 50.0}
+
+# (metric label, summary path, kind, tolerance)
+METRICS: list[tuple[str, str, str, float | None]] = [
+    ("requests/s", "requests_per_s", "rel", 0.03),
+    ("bytes per message", "bytes_per_message", "rel", 0.03),
+    ("latency p50 (ms)", "latency_ms.p50", "p50", 0.10),
+    ("latency p95 (ms)", "latency_ms.p95", "rel", 0.20),
+    ("server CPU utilisation", "server_cpu_utilization", "info", None),
+    ("open connections mean", "open_connections_mean", "info", None),
+    ("empty poll responses", "empty_response_ratio", "info", None),
+]
+CRASH_METRICS: list[tuple[str, str, str, float | None]] = [
+    ("time to reconnect all (s)", "time_to_reconnect_all_s", "rel", 0.20),
+    ("reconnect peak (connects/s)", "reconnect_peak_per_s", "info", None),
+    ("messages lost", "messages_lost", "zero", 0.0),
+    ("messages duplicated", "messages_duplicated", "zero", 0.0),
+]
+
+
+def _get(d: dict[str, Any], path: str) -> Any:
+    for part in path.split("."):
+        if d is None:
+            return None
+        d = d.get(part)  # type: ignore[assignment]
+    return d
+
+
+def compare_row(scope: str, level: str, label: str, kind: str, tol: float | None, sim: Any,
+                meas: Any) -> dict[str, Any]:
+    """One table row; ``pass`` is True/False, or None for informational rows."""
+    sim_v = None if sim is None else float(sim)
+    meas_v = None if meas is None else float(meas)
+    err = None
+    if sim_v is not None and meas_v is not None and sim_v != 0:
+        err = (meas_v - sim_v) / abs(sim_v)
+    ok: bool | None = None
+    tol_text = "-"
+    if kind == "zero":
+        ok = meas_v == 0
+        tol_text = "= 0"
+    elif kind in ("rel", "p50") and tol is not None:
+        tol_text = f"{tol:.0%}"
+        if sim_v is None or meas_v is None:
+            ok = False
+        elif kind == "p50" and sim_v < 20.0:
+            tol_text = "2 ms"
+            ok = abs(meas_v - sim_v) <= 2.0
+        else:
+            ok = err is not None and abs(err) <= tol
+    return {"transport": scope, "level": level, "metric": label, "simulated": sim_v, "measured": meas_v,
+            "relative_error": err, "tolerance": tol_text, "pass": ok}
+
+
+# --- scenarios ------------------------------------------------------------------------------
+def load_scenario(defaults: dict[str, Any], calibration: str | None, scenario_file: str | None,
+                  overrides: list[str]):
+    """Scenario() <- *defaults* <- calibration file <- scenario file <- --set, validated."""
+    from sim import ParameterError, Scenario, parse_assignment
+    try:
+        sc = Scenario().with_overrides(defaults)
+        for flag, path in (("--calibration", calibration), ("--scenario", scenario_file)):
+            if path is None:
+                continue
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except OSError as exc:
+                hint = " (run `chatlab calibrate` first)" if flag == "--calibration" else ""
+                raise UsageError(f"{flag}={path}: cannot read ({exc.strerror or exc}){hint}") from None
+            try:
+                sc = Scenario.from_toml(text, sc)
+            except ParameterError as exc:
+                raise UsageError(f"{flag}={path}: {exc}") from None
+        return sc.with_overrides(dict(parse_assignment(a) for a in overrides))
+    except ParameterError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def load_config(sc, transport: str, crash: bool = False, **extra: Any):
+    """The load generator's configuration for scenario *sc* (the crash only if *crash*)."""
+    from reference_server.loadgen import LoadConfig
+    d = sc.to_dict()
+    if not crash:
+        d.pop("crash_at_s", None)
+    try:
+        return LoadConfig.from_params(d, transport=transport, **extra)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def clients_for(sc, transport: str, target: float, max_clients: int, min_clients: int = 4) -> int:
+    """Clients that bring the simulated server CPU to *target* (linear in clients)."""
+    from sim import run
+    ref = 40
+    probe = sc.with_overrides({"clients": ref, "duration_s": 12.0, "warmup_s": 4.0,
+                               "connect_ramp_s": min(sc.connect_ramp_s, 3.0),
+                               "group_size": min(sc.group_size, ref)})
+    per_client = run(probe, transport).summary["server_cpu_utilization"] / ref
+    if per_client <= 0:
+        return max_clients
+    n = int(round(target / per_client))
+    n -= n % sc.group_size if sc.group_size > 1 and n > sc.group_size else 0
+    return max(min_clients, sc.group_size, min(max_clients, n))
+
+
+# --- running ------------------------------------------------------------------------------
+@dataclass
+class Case:
+    transport: str
+    level: str
+    scenario: Any
+    sim: Any = None
+    meas: Any = None
+    error: str | None = None
+
+
+def run_case(case: Case, redis_url: str | None) -> None:
+    """Load generator first (alone on the machine), then the simulation."""
+    from reference_server.loadgen import ServerFailed, run_load
+    from sim import run
+    cfg = load_config(case.scenario, case.transport, redis_url=redis_url)
+    try:
+        case.meas = asyncio.run(asyncio.wait_for(run_load(cfg), cfg.duration_s + 120))
+    except (ServerFailed, asyncio.TimeoutError, OSError) as exc:
+        case.error = f"{case.transport}/{case.level}: {exc or type(exc).__name__}"
+    case.sim = run(case.scenario, case.transport)
+
+
+def run_crash_case(sc, transport: str, redis_url: str | None) -> tuple[Any, Any, str | None]:
+    """Kill the server at crash_at_s, restart it, then simulate the same crash with the
+    measured restart time as downtime_s."""
+    from reference_server.loadgen import ServerFailed, run_load
+    from sim.crash import run_crash
+    cfg = load_config(sc, transport, crash=True, redis_url=redis_url)
+    try:
+        meas = asyncio.run(asyncio.wait_for(run_load(cfg), cfg.duration_s + 120))
+    except (ServerFailed, asyncio.TimeoutError, OSError) as exc:
+        return None, None, f"crash/{transport}: {exc or type(exc).__name__}"
+    if meas.crash is None:
+        return meas, None, f"crash/{transport}: the crash did not happen"
+    csc = sc.with_overrides({"servers": 1, "crashed_servers": 1, "fault": "servers", "crash_mode": "reset",
+                             "downtime_s": round(meas.crash["downtime_s"], 3)})
+    return meas, run_crash(csc, transport), None
+
+
+def table_rows(cases: list[Case]) -> list[dict[str, Any]]:
+    rows = []
+    for c in cases:
+        for label, path, kind, tol in METRICS:
+            sim_v = _get(c.sim.summary, path) if c.sim is not None else None
+            meas_v = _get(c.meas.summary, path) if c.meas is not None else None
+            rows.append(compare_row(c.transport, c.level, label, kind, tol, sim_v, meas_v))
+            rows[-1]["clients"] = c.scenario.clients
+    return rows
+
+
+def crash_rows(transport: str, clients: int, meas: Any, sim: Any) -> list[dict[str, Any]]:
+    rows = []
+    for label, key, kind, tol in CRASH_METRICS:
+        sim_v = sim.summary.get(key) if sim is not None else None
+        meas_v = meas.crash.get(key) if meas is not None and meas.crash else None
+        rows.append(compare_row(transport, "crash", label, kind, tol, sim_v, meas_v))
+        rows[-1]["clients"] = clients
+    return rows
+
+
+# --- output -------------------------------------------------------------------------------
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    v = float(v)
+    if v != 0 and abs(v) < 1:
+        return f"{v:.3f}"
+    return f"{v:,.1f}" if abs(v) < 1e5 else f"{v:,.0f}"
+
+
+def text_table(rows: list[dict[str, Any]]) -> str:
+    head = ["transport", "level", "clients", "metric", "simulated", "measured", "rel. error", "tolerance", "pass"]
+    body = []
+    for r in rows:
+        err = r["relative_error"]
+        body.append([r["transport"], r["level"], str(r.get("clients", "")), r["metric"], _fmt(r["simulated"]),
+                     _fmt(r["measured"]), "-" if err is None else f"{err:+.1%}", r["tolerance"],
+                     {True: "yes", False: "NO", None: "-"}[r["pass"]]])
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)] if body else [len(h) for h in head]
+    right = {4, 5, 6}
+    lines = ["  ".join(h.rjust(w) if i in right else h.ljust(w) for i, (h, w) in enumerate(zip(head, widths)))]
+    lines.append("  ".join("-" * w for w in widths))
+    for b in body:
+        lines.append("  ".join(x.rjust(w) if i in right else x.ljust(w) for i, (x, w) in enumerate(zip(b, widths))))
+    scored = [r for r in rows if r["pass"] is not None]
+    lines.append(f"{sum(1 for r in scored if r['pass'])} of {len(scored)} targets met")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    import csv
+    cols = ["transport", "level", "clients", "metric", "simulated", "measured", "relative_error", "tolerance", "pass"]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+
+
+def figure(cases: list[Case], crash: tuple[Any, Any] | None, path: Path) -> None:
+    """Latency CDFs (simulated dashed, measured solid) per transport, and requests/s and
+    bytes per message side by side per case."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    transports = list(dict.fromkeys(c.transport for c in cases))
+    fig, axes = plt.subplots(2, max(3, len(transports)), figsize=(15, 8.5))
+    for j, t in enumerate(transports):
+        ax = axes[0][j]
+        for k, c in enumerate(x for x in cases if x.transport == t):
+            color = f"C{k}"
+            for res, style, who in ((c.sim, "--", "sim"), (c.meas, "-", "measured")):
+                if res is None:
+                    continue
+                m = res.messages
+                lat = np.sort(m.loc[m["in_window"], "latency_ms"].to_numpy())
+                if lat.size:
+                    ax.plot(lat, np.arange(1, lat.size + 1) / lat.size, style, color=color,
+                            label=f"{c.level} ({c.scenario.clients}) {who}")
+        ax.set_title(f"{t}: latency CDF")
+        ax.set_xlabel("latency (ms)")
+        ax.set_xscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    labels = [f"{c.transport[:5]}\n{c.level}" for c in cases]
+    x = np.arange(len(cases))
+    for ax, key, title in ((axes[1][0], "requests_per_s", "requests/s"),
+                           (axes[1][1], "bytes_per_message", "bytes per message")):
+        sim = [(_get(c.sim.summary, key) or 0) if c.sim is not None else 0 for c in cases]
+        meas = [(_get(c.meas.summary, key) or 0) if c.meas is not None else 0 for c in cases]
+        ax.bar(x - 0.2, sim, 0.4, label="simulated")
+        ax.bar(x + 0.2, meas, 0.4, label="measured")
+        ax.set_xticks(x, labels, fontsize=7)
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    ax = axes[1][2]
+    if crash is not None and crash[0] is not None and crash[1] is not None:
+        meas, sim = crash
+        b = meas.bins
+        ax.plot(b["t_s"], b.get("connected_clients"), "-", label="measured connected")
+        ax.plot(sim.bins["t_s"], sim.bins["connected_clients"], "--", label="simulated connected")
+        ax2 = ax.twinx()
+        ax2.plot(b["t_s"], b.get("connect_attempts_per_s"), "-", color="C3", alpha=0.6, label="measured connects/s")
+        ax2.plot(sim.bins["t_s"], sim.bins["connect_attempts_per_s"], "--", color="C3", alpha=0.6,
+                 label="simulated connects/s")
+        ax.set_title(f"crash ({meas.config.transport}): clients connected, connects/s")
+        ax.set_xlabel("t (s)")
+        ax.legend(fontsize=7, loc="lower left")
+        ax2.legend(fontsize=7, loc="lower right")
+    else:
+        ax.axis("off")
+    for j in range(len(transports), axes.shape[1]):
+        axes[0][j].axis("off")
+    for j in range(3, axes.shape[1]):
+        axes[1][j].axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def machine_metadata() -> dict[str, Any]:
+    """CPU model, cores, Python and package versions, date: what a calibration depends on."""
+    from importlib.metadata import PackageNotFoundError, version
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    pkgs = {}
+    for p in ("aiohttp", "websockets", "fakeredis", "redis", "simpy", "numpy"):
+        try:
+            pkgs[p] = version(p)
+        except PackageNotFoundError:
+            pkgs[p] = None
+    import os
+    return {"cpu_model": cpu, "cpus": os.cpu_count(), "python": platform.python_version(),
+            "platform": platform.platform(), "packages": pkgs,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def progress(quiet: bool) -> Callable[[str], None]:
+    import sys
+
+    def log(msg: str) -> None:
+        if not quiet:
+            print(msg, file=sys.stderr, flush=True)
+    return log
+
+
+def dump_json(obj: Any) -> str:
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if hasattr(v, "item"):
+            return plain(v.item())
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        return v
+    return json.dumps(plain(obj), indent=2)

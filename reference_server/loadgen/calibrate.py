@@ -1,0 +1,221 @@
+"""Calibration: the server's CPU per operation and the real header sizes, measured on a
+server process through the counting proxy (round trip 0).
+
+Method: for each operation, run it *n* times (a few at a time) and divide the server
+process's CPU seconds (``/proc/<pid>/stat``, 10 ms ticks: hence hundreds of
+repetitions) by *n*, after subtracting the idle CPU rate of its background loops
+measured first. Whatever the server does for an operation counts, including work
+after the answer (the fan-out into the recipient's log, the Redis stream, SQLite),
+because the simulation has no other CPU to put it on. Latencies of the stages that
+are pure delays in the model come from wall-clock medians of sequential requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import aiohttp
+import websockets
+
+from chatcore import encode
+
+from .proxy import CountingProxy
+from .server_proc import ServerProcess
+
+
+class _Api:
+    def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
+        self.url, self.s = url, session
+
+    async def call(self, method: str, path: str, token: str | None = None, body: Any = None,
+                   params: dict[str, str] | None = None) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.s.request(method, self.url + path, headers=headers, params=params,
+                                  data=None if body is None else encode(body),
+                                  timeout=aiohttp.ClientTimeout(total=30)) as r:
+            data = await r.read()
+            if r.status >= 400:
+                raise RuntimeError(f"{method} {path}: HTTP {r.status} {data[:200]!r}")
+            return json.loads(data) if data else None
+
+
+async def _times(n: int, concurrency: int, op: Callable[[int], Awaitable[Any]]) -> None:
+    queue = iter(range(n))
+
+    async def worker() -> None:
+        for i in queue:
+            await op(i)
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+class Calibration:
+    def __init__(self, server: ServerProcess, scale: float = 1.0, log: Callable[[str], None] | None = None):
+        self.server = server
+        self.scale = scale
+        self.log = log or (lambda s: None)
+        self.idle_rate = 0.0
+        self.details: dict[str, Any] = {}
+
+    def n(self, base: int) -> int:
+        return max(10, int(base * self.scale))
+
+    async def cpu_per_op(self, name: str, n: int, concurrency: int, op: Callable[[int], Awaitable[Any]],
+                         settle_s: float = 0.3) -> float:
+        """Server CPU ms per call of *op*, background CPU subtracted."""
+        c0, t0 = self.server.cpu_seconds(), time.monotonic()
+        await _times(n, concurrency, op)
+        await asyncio.sleep(settle_s)  # work after the answer (fan-out) finishes
+        c1, t1 = self.server.cpu_seconds(), time.monotonic()
+        busy = max(0.0, (c1 - c0) - self.idle_rate * (t1 - t0))
+        ms = busy / n * 1000.0
+        self.details[name] = {"ops": n, "cpu_s": round(c1 - c0, 3), "wall_s": round(t1 - t0, 3),
+                              "cpu_ms_per_op": round(ms, 4)}
+        self.log(f"  {name:<22} {ms:7.3f} ms CPU/op  ({n} ops, {c1 - c0:.2f} s CPU)")
+        return ms
+
+    async def run(self) -> dict[str, Any]:
+        proxy = await CountingProxy("127.0.0.1", self.server.port, 0.0).start()
+        try:
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16)) as s:
+                return await self._run(_Api(proxy.url, s), proxy)
+        finally:
+            await proxy.stop()
+
+    async def _run(self, api: _Api, proxy: CountingProxy) -> dict[str, Any]:
+        users = [f"cal{uuid.uuid4().hex[:5]}" for _ in range(4)]  # 8 characters
+        tok = {}
+        for u in users:
+            await api.call("POST", "/api/register", body={"user": u, "password": "pw"})
+            tok[u] = (await api.call("POST", "/api/login", body={"user": u, "password": "pw"}))["token"]
+        a, b, c, d = users
+        c0, t0 = self.server.cpu_seconds(), time.monotonic()
+        await asyncio.sleep(2.0 * max(0.5, min(1.0, self.scale)))
+        self.idle_rate = (self.server.cpu_seconds() - c0) / (time.monotonic() - t0)
+        self.details["idle_cpu_rate"] = round(self.idle_rate, 4)
+        body = "x" * 100
+        p: dict[str, float] = {}
+
+        # short poll, nothing new
+        cur = (await api.call("GET", "/api/poll", tok[a]))["cursor"]
+        p["cpu_poll_ms"] = await self.cpu_per_op("poll (empty)", self.n(1500), 4, lambda i: api.call(
+            "GET", "/api/poll", tok[a], params={"after": cur}))
+
+        # HTTP send a -> b (b not connected): parse, store, queue, fan-out into b's log
+        walls: list[float] = []
+
+        async def send(i: int) -> None:
+            t = time.monotonic()
+            await api.call("POST", "/api/messages", tok[a], {"to": b, "body": body,
+                                                             "client_msg_id": uuid.uuid4().hex})
+            walls.append(time.monotonic() - t)
+        p["cpu_http_send_ms"] = await self.cpu_per_op("http send", self.n(600), 4, send)
+        walls.clear()
+        await _times(self.n(100), 1, send)  # sequential: wall time without queueing
+        send_wall = statistics.median(walls) * 1000.0
+
+        # a poll returning E events: the extra CPU per event
+        events = min(300, self.n(600))
+        poll_full = await self.cpu_per_op(f"poll ({events} events)", self.n(60), 2, lambda i: api.call(
+            "GET", "/api/poll", tok[b]))
+        p["cpu_per_event_ms"] = max(0.0, (poll_full - p["cpu_poll_ms"]) / events)
+        last_id = (await api.call("POST", "/api/messages", tok[a], {"to": b, "body": body,
+                                                                    "client_msg_id": uuid.uuid4().hex}))["id"]
+        conv = f"dm:{min(a, b)}:{max(a, b)}"
+        n_rc = min(self.n(600), last_id)
+        p["cpu_http_receipt_ms"] = await self.cpu_per_op("http receipt", n_rc, 1, lambda i: api.call(
+            "POST", "/api/receipts", tok[b], {"conversation": conv, "up_to": i + 1, "status": "delivered"}))
+
+        # long poll: accepted with nothing to wait for (timeout 0) ~ hold; woken by a send
+        cur_c = (await api.call("GET", "/api/poll", tok[c]))["cursor"]
+        p["cpu_longpoll_hold_ms"] = await self.cpu_per_op("long poll (timeout 0)", self.n(1200), 4, lambda i: api.call(
+            "GET", "/api/longpoll", tok[c], params={"after": cur_c, "timeout": "0"}))
+        state = {"cur": cur_c}
+
+        async def wake(i: int) -> None:
+            held = asyncio.create_task(api.call("GET", "/api/longpoll", tok[c],
+                                                params={"after": state["cur"], "timeout": "10"}))
+            await asyncio.sleep(0.004)
+            await api.call("POST", "/api/messages", tok[d], {"to": c, "body": body, "client_msg_id": uuid.uuid4().hex})
+            state["cur"] = (await held)["cursor"]
+        round_ms = await self.cpu_per_op("long poll woken + send", self.n(300), 1, wake)
+        p["cpu_longpoll_release_ms"] = max(0.0, round_ms - p["cpu_http_send_ms"] - p["cpu_longpoll_hold_ms"]
+                                           - p["cpu_per_event_ms"])
+
+        # WebSocket: handshake (+ auth + resume + close), frames in and out
+        ws_url = "ws" + api.url[len("http"):] + "/ws"
+
+        async def open_ws(user: str) -> Any:
+            ws = await asyncio.wait_for(websockets.connect(ws_url, compression=None, ping_interval=None), 10)
+            await ws.send(encode({"type": "auth", "token": tok[user]}).decode())
+            await ws.send(encode({"type": "resume", "after": None}).decode())
+            while json.loads(await asyncio.wait_for(ws.recv(), 10)).get("type") != "resumed":
+                pass
+            return ws
+
+        async def handshake(i: int) -> None:
+            ws = await open_ws(d)
+            await ws.close()
+        p["cpu_handshake_ms"] = await self.cpu_per_op("ws connect+auth+resume", self.n(300), 4, handshake)
+
+        wa = await open_ws(a)
+        lock = asyncio.Lock()
+
+        async def ws_send(i: int) -> None:
+            async with lock:
+                await wa.send(encode({"type": "send", "to": b, "body": body,
+                                      "client_msg_id": uuid.uuid4().hex}).decode())
+                while json.loads(await asyncio.wait_for(wa.recv(), 10)).get("type") != "ack":
+                    pass
+        p["cpu_ws_frame_in_ms"] = await self.cpu_per_op("ws send frame", self.n(600), 1, ws_send)
+        wb = await open_ws(b)
+        lat: list[float] = []
+
+        async def ws_pair(i: int) -> None:
+            t = time.monotonic()
+            await ws_send(i)
+            while json.loads(await asyncio.wait_for(wb.recv(), 10)).get("type") != "message":
+                pass
+            lat.append(time.monotonic() - t)
+        pair_ms = await self.cpu_per_op("ws send -> ws push", self.n(600), 1, ws_pair)
+        p["cpu_ws_frame_out_ms"] = max(0.0, pair_ms - p["cpu_ws_frame_in_ms"])
+        ws_e2e = statistics.median(lat) * 1000.0
+        await wa.close()
+        await wb.close()
+
+        # stage latencies (pure delays in the model): from sequential wall times
+        store = max(0.0, send_wall - p["cpu_http_send_ms"])
+        p["queue_latency_ms"] = min(0.2, store)
+        p["persist_latency_ms"] = store - p["queue_latency_ms"]
+        p["delivery_latency_ms"] = max(0.0, ws_e2e - p["cpu_ws_frame_in_ms"] - store - p["cpu_ws_frame_out_ms"])
+        self.details["http_send_wall_ms_median"] = round(send_wall, 3)
+        self.details["ws_end_to_end_ms_median"] = round(ws_e2e, 3)
+
+        # header sizes, as counted by the proxy
+        cls = proxy.counters.classes
+        req = [cls[k] for k in ("poll", "longpoll", "send", "receipt") if k in cls]
+        p["http_request_header_bytes"] = round(sum(c[2] for c in req) / max(1, sum(c[0] for c in req)))
+        p["http_response_header_bytes"] = round(sum(c[4] for c in req) / max(1, sum(c[1] for c in req)))
+        hs = cls.get("handshake")
+        if hs and hs[0]:
+            p["ws_handshake_request_bytes"] = round(hs[2] / hs[0])
+            p["ws_handshake_response_bytes"] = round(hs[4] / max(1, hs[1]))
+        p["server_cores"] = 1
+        out = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in p.items()}
+        return {"parameters": out, "details": self.details}
+
+
+async def calibrate(data_dir: Path, scale: float = 1.0, redis_url: str | None = None,
+                    log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Start a server process in *data_dir*, measure, stop it."""
+    srv = ServerProcess(data_dir, redis_url=redis_url, redis_prefix=f"chatlab-cal-{uuid.uuid4().hex[:8]}")
+    await srv.start()
+    try:
+        return await Calibration(srv, scale, log).run()
+    finally:
+        await srv.stop()

@@ -1,0 +1,81 @@
+"""``chatlab loadgen``, ``calibrate`` and ``validate`` end to end on a small scale, and their
+one-line refusals. Each run starts its own server process on a free port."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from chatlab.cli import main
+from sim import Scenario
+
+SMALL = ["--set", "clients=6", "--set", "duration_s=7", "--set", "warmup_s=3", "--set", "connect_ramp_s=1",
+         "--set", "msg_rate_per_min=30", "--set", "rtt_ms=20"]
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["loadgen", "--transport", "carrier_pigeon"], "--transport=carrier_pigeon"),
+    (["loadgen", "--set", "clients=1"], "clients"),
+    (["loadgen", "--set", "bogus=1"], "bogus"),
+    (["loadgen", "--crash-at", "soon"], "--crash-at=soon"),
+    (["loadgen", "--set", "rtt_ms=5000"], "rtt_ms"),
+    (["calibrate", "--scale", "0"], "--scale=0"),
+    (["calibrate", "--out", "x.txt"], "--out=x.txt"),
+    (["validate", "--levels", "extreme"], "--levels=extreme"),
+    (["validate", "--transports", "smoke"], "--transports=smoke"),
+    (["validate", "--max-clients", "-3"], "--max-clients=-3"),
+    (["validate", "--calibration", "/nonexistent.toml"], "--calibration=/nonexistent.toml"),
+    (["validate", "--redis-url", "http://x"], "--redis-url=http://x"),
+])
+def test_bad_arguments_are_one_line_errors(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err
+
+
+def test_loadgen_json_has_the_simulations_names(capsys):
+    assert main(["loadgen", "--transport", "long_polling", "--json", *SMALL]) == 0
+    data = json.loads(capsys.readouterr().out)
+    r = data["results"][0]
+    assert r["transport"] == "long_polling" and data["scenario"]["clients"] == 6
+    for key in ("requests_per_s", "bytes_per_message", "overhead_bytes_up_per_s", "payload_bytes_down_per_s",
+                "open_connections_mean", "server_cpu_utilization", "messages_sent", "messages_delivered"):
+        assert key in r, key
+    assert r["messages_delivered"] == r["messages_sent"] > 0
+    assert r["latency_ms"]["p50"] >= 20.0  # at least the emulated round trip... of one way each, plus server
+    assert r["server_cpu_utilization"] > 0
+    assert r["duplicates_after_dedup"] == 0
+
+
+def test_unreachable_redis_is_reported_not_hung(tmp_path):
+    t = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "chatlab.cli", "loadgen", *SMALL, "--redis-url", "redis://127.0.0.1:1/0"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1
+    assert "error:" in p.stdout and "Redis" in p.stdout
+    assert time.monotonic() - t < 40
+
+
+def test_calibrate_writes_a_scenario_the_simulation_takes(tmp_path, capsys):
+    out = tmp_path / "cal.toml"
+    assert main(["calibrate", "--scale", "0.05", "--out", str(out)]) == 0
+    sc = Scenario.from_toml(out.read_text())
+    assert sc.server_cores == 1 and sc.cpu_poll_ms > 0 and sc.http_request_header_bytes > 100
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["machine"]["python"] and meta["machine"]["cpu_model"]
+
+
+def test_validate_short_run(tmp_path, capsys):
+    assert main(["validate", "--transports", "websocket,short_polling", "--levels", "light", "--max-clients", "6",
+                 "--crash-clients", "6", "--set", "duration_s=7", "--set", "warmup_s=3", "--set", "connect_ramp_s=1",
+                 "--json", "--out", str(tmp_path)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    rows = doc["rows"]
+    assert {r["transport"] for r in rows} == {"websocket", "short_polling"}
+    assert {"requests/s", "bytes per message", "latency p50 (ms)", "latency p95 (ms)"} <= {r["metric"] for r in rows}
+    crash = {r["metric"]: r for r in rows if r["level"] == "crash"}
+    assert crash["messages lost"]["measured"] == 0 and crash["messages duplicated"]["measured"] == 0
+    assert crash["time to reconnect all (s)"]["measured"] is not None
+    assert (tmp_path / "validation.csv").exists() and (tmp_path / "validation.png").exists()
