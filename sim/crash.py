@@ -89,15 +89,16 @@ class CServer:
 
     def _account(self, start: float, cost_s: float) -> None:
         """Add busy time to the bins it spans."""
-        w = self.m.sc.bin_s
-        end, t = start + cost_s, start
-        while t < end:
-            b = int(t / w)
-            if b >= len(self.busy):
+        w, busy = self.m.sc.bin_s, self.busy
+        end = start + cost_s
+        b = int(start / w)
+        while b < len(busy):
+            lo, hi = max(start, b * w), min(end, (b + 1) * w)
+            if hi > lo:
+                busy[b] += hi - lo
+            if (b + 1) * w >= end:
                 return
-            edge = min(end, (b + 1) * w)
-            self.busy[b] += edge - t
-            t = edge
+            b += 1
 
     def crash(self) -> None:
         self.alive = False
