@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 export PYTHONASYNCIODEBUG ?= 0
 
-.PHONY: demo test test-fast bench services serve clean
+.PHONY: demo test test-fast bench services serve calibrate validate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ bench: $(VENV)/.installed
 
 serve: $(VENV)/.installed
 	$(BIN)/chatlab serve
+
+calibrate: $(VENV)/.installed
+	$(BIN)/chatlab calibrate --scale 2
+
+validate: $(VENV)/.installed
+	$(BIN)/chatlab validate --out data
 
 clean:
 	rm -rf $(VENV) .pytest_cache out
