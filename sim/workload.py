@@ -1,82 +1,27 @@
-"""The chat workload, drawn before the simulation starts.
+"""The chat workload, drawn before the simulation starts (``chatcore.workload``).
 
 Everything random about *what users do* (who sends when, to which
 conversation, how long a reader takes, when each client starts, a short
-poller's phase) is drawn here from its own stream spawned from
+poller's phase) is drawn up front from its own stream spawned from
 ``SeedSequence(seed)``. The transports only change *how* it travels, so with
 the same seed every transport sees exactly the same messages at exactly the
-same times (common random numbers).
+same times (common random numbers), and so does the load generator, which
+draws with the same shared code.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
+
+from chatcore.workload import STREAMS, Workload, conversations, streams
+from chatcore.workload import draw as _draw
 
 from .params import Scenario
 
-#: Named random streams, in a fixed order (adding a stream goes at the end).
-STREAMS = ("arrivals", "read_delay", "start", "phase", "jitter", "service", "lb", "backoff")
-
-
-def streams(seed: int) -> dict[str, np.random.Generator]:
-    children = np.random.SeedSequence(seed).spawn(len(STREAMS))
-    return {name: np.random.default_rng(s) for name, s in zip(STREAMS, children)}
-
-
-@dataclass(frozen=True)
-class Workload:
-    """Messages sorted by send time, and per-client draws."""
-
-    send_time: np.ndarray      # float64 [messages]
-    sender: np.ndarray         # int64   [messages]
-    conversation: np.ndarray   # int64   [messages]
-    read_delay: np.ndarray     # float64 [messages] (one draw per message, used by every reader)
-    start_time: np.ndarray     # float64 [clients]
-    poll_phase: np.ndarray     # float64 [clients], in [0, 1): fraction of poll_interval_s
-    members: tuple[tuple[int, ...], ...]  # conversation -> member clients
-    conversation_of: np.ndarray  # int64 [clients]
-
-    @property
-    def n_messages(self) -> int:
-        return int(self.send_time.size)
-
-
-def conversations(clients: int, group_size: int) -> tuple[tuple[int, ...], ...]:
-    """Partition clients 0..N-1 into conversations of *group_size* members; the
-    last one takes the remainder (so every conversation has >= group_size members)."""
-    n_conv = clients // group_size
-    groups = [list(range(c * group_size, (c + 1) * group_size)) for c in range(n_conv)]
-    groups[-1].extend(range(n_conv * group_size, clients))
-    return tuple(tuple(g) for g in groups)
+__all__ = ["STREAMS", "Workload", "conversations", "draw", "streams"]
 
 
 def draw(scenario: Scenario, rngs: dict[str, np.random.Generator]) -> Workload:
-    n = scenario.clients
-    rate_per_s = scenario.msg_rate_per_min / 60.0
-    # A Poisson process per client: a Poisson count over [0, duration], then
-    # uniform times (the order statistics of a Poisson process).
-    r = rngs["arrivals"]
-    counts = r.poisson(rate_per_s * scenario.duration_s, n)
-    times = r.uniform(0.0, scenario.duration_s, int(counts.sum()))
-    senders = np.repeat(np.arange(n, dtype=np.int64), counts)
-    order = np.argsort(times, kind="stable")
-    times, senders = times[order], senders[order]
-    members = conversations(n, scenario.group_size)
-    conv_of = np.empty(n, dtype=np.int64)
-    for c, group in enumerate(members):
-        conv_of[list(group)] = c
-    read_delay = rngs["read_delay"].exponential(scenario.read_delay_s, times.size) \
-        if scenario.read_delay_s > 0 else np.zeros(times.size)
-    return Workload(
-        send_time=times,
-        sender=senders,
-        conversation=conv_of[senders],
-        read_delay=read_delay,
-        start_time=rngs["start"].uniform(0.0, scenario.connect_ramp_s, n) if scenario.connect_ramp_s > 0
-        else np.zeros(n),
-        poll_phase=rngs["phase"].uniform(0.0, 1.0, n),
-        members=members,
-        conversation_of=conv_of,
-    )
+    return _draw(rngs, clients=scenario.clients, msg_rate_per_min=scenario.msg_rate_per_min,
+                 group_size=scenario.group_size, duration_s=scenario.duration_s,
+                 read_delay_s=scenario.read_delay_s, connect_ramp_s=scenario.connect_ramp_s)

@@ -28,7 +28,7 @@ def _imports(package: str) -> dict[str, set[str]]:
     ("sim", {"reference_server", "chatlab", "socket", "asyncio", "aiohttp", "websockets", "redis", "fakeredis",
              "sqlite3", "subprocess", "os", "pathlib", "io", "shutil", "tempfile", "matplotlib"}),
     ("chatcore", {"sim", "reference_server", "chatlab", "socket", "asyncio", "os", "pathlib", "io", "random",
-                  "time", "numpy"}),
+                  "time"}),
     ("reference_server", {"sim"}),
 ])
 def test_architecture_boundaries(package, forbidden):
