@@ -109,8 +109,9 @@ class WireSizes:
     """Byte sizes of every body the simulation sends, measured on real envelopes.
 
     Identifiers get representative widths: user names of ``user_chars``
-    characters, a 32-hex-digit client message id (``uuid4().hex``), cursors and
-    message ids of ``id_digits`` digits and 13-digit millisecond timestamps.
+    characters, a 32-hex-digit client message id (``uuid4().hex``), an 8-hex-digit
+    log epoch, cursor sequence numbers and message ids of ``id_digits`` digits, and
+    13-digit millisecond timestamps.
     """
 
     message_event: int
@@ -130,15 +131,18 @@ class WireSizes:
 
     @staticmethod
     @lru_cache(maxsize=256)
-    def measure(payload_bytes: int, user_chars: int = 8, id_digits: int = 7) -> "WireSizes":
+    def measure(payload_bytes: int, user_chars: int = 8, id_digits: int = 7,
+                one_to_one: bool = True) -> "WireSizes":
+        """Sizes for *payload_bytes* of text. One-to-one messages are sent with
+        ``to`` and live in ``dm:<a>:<b>``; group messages name ``g:<n>``."""
         user = "u" * user_chars
-        conv = "dm:" + user + ":" + user
+        conv = "dm:" + user + ":" + user if one_to_one else "g:" + "9" * id_digits
         cursor = "e" * 8 + "." + "9" * id_digits
         msg_id = int("9" * id_digits)
         cmid = "f" * 32
         ts = 1_764_000_000_000
         body = "x" * payload_bytes
-        send = send_request(body, cmid, conversation=conv)
+        send = send_request(body, cmid, to=user) if one_to_one else send_request(body, cmid, conversation=conv)
         receipt = receipt_request(conv, msg_id, "delivered")
         ack = ack_body(msg_id, conv, ts, cmid)
         return WireSizes(

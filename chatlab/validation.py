@@ -30,6 +30,8 @@ VALIDATION_DEFAULTS: dict[str, Any] = {
     "rtt_ms": 50.0, "msg_rate_per_min": 30.0, "group_size": 2, "payload_bytes": 100,
     "poll_interval_s": 2.0, "long_poll_timeout_s": 30.0, "read_delay_s": 3.0, "receipts": True,
     "duration_s": 17.0, "warmup_s": 5.0, "connect_ramp_s": 3.0, "seed": 1, "http_keepalive_s": 75.0,
+    # A fresh server per run: message ids and cursor sequence numbers stay under 100.
+    "id_digits": 2,
 }
 #: Load levels: target server CPU utilisation (of the one event-loop core) predicted by the
 #: simulation with the calibrated costs.

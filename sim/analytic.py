@@ -104,9 +104,11 @@ def websocket_mean_latency(sc: Scenario) -> float:
                            + sc.delivery_latency_ms + sc.cpu_ws_frame_out_ms) / 1000.0)
 
 
-def websocket_event_overhead(payload_bytes: int) -> int:
+def websocket_event_overhead(payload_bytes: int, user_chars: int = 8, id_digits: int = 7,
+                             one_to_one: bool = True) -> int:
     """Framing bytes of one pushed message event (RFC 6455: 2, 4 or 10 bytes)."""
-    return ws_frame_overhead(WireSizes.measure(payload_bytes).message_event, masked=False)
+    size = WireSizes.measure(payload_bytes, user_chars, id_digits, one_to_one).message_event
+    return ws_frame_overhead(size, masked=False)
 
 
 # --- queueing ---------------------------------------------------------------------------------

@@ -169,7 +169,7 @@ class CrashModel:
         self.clients = [CClient(i, self.servers[i % sc.servers],
                                 Backoff(policy, sc.backoff_base_s, sc.backoff_cap_s, brng))
                         for i in range(sc.clients)]
-        self.sizes = WireSizes.measure(sc.payload_bytes)
+        self.sizes = WireSizes.measure(sc.payload_bytes, sc.user_name_chars, sc.id_digits, sc.group_size == 2)
         ms = 1e-3
         self.c_send = (sc.cpu_ws_frame_in_ms if transport == "websocket" else sc.cpu_http_send_ms) * ms
         self.c_poll, self.c_event = sc.cpu_poll_ms * ms, sc.cpu_per_event_ms * ms

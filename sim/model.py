@@ -484,7 +484,7 @@ class ChatModel:
         self.rec = Recorder(sc.warmup_s, sc.duration_s, self.end_s, sc.bin_s, keep_cpu_samples)
         self.net = Network(sc.rtt_ms / 1000.0, sc.net_jitter_ms / 1000.0, rngs["jitter"])
         self.server = Server(self.env, sc, self.rec, rngs["service"])
-        self.sizes = WireSizes.measure(sc.payload_bytes)
+        self.sizes = WireSizes.measure(sc.payload_bytes, sc.user_name_chars, sc.id_digits, sc.group_size == 2)
         # The server answers a receipt with its effective watermark, shaped like the request.
         self.receipt_ack_bytes = self.sizes.receipt_request
         self.req_hdr, self.resp_hdr = sc.http_request_header_bytes, sc.http_response_header_bytes

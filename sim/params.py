@@ -83,6 +83,11 @@ class Scenario:
                             lambda v: 0 <= v <= MAX_MESSAGE_BODY_CHARS,
                             "Length of a message's text (ASCII), inside the JSON envelope.",
                             "assumption: a short chat line")
+    user_name_chars: int = _p(8, "characters", "an integer 1..32", lambda v: 1 <= v <= 32,
+                              "Length of user names in the JSON bodies.", "the load generator's names (u0000001)")
+    id_digits: int = _p(7, "digits", "an integer 1..18", lambda v: 1 <= v <= 18,
+                        "Digits of message ids and cursor sequence numbers in the JSON bodies.",
+                        "assumption: a server with millions of events; a fresh server has 1-3")
     read_delay_s: float = _p(5.0, "s", "a number >= 0", _nonneg,
                              "Mean (exponential) time between receiving a message and reading it.",
                              "assumption: the app is open")

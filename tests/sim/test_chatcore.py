@@ -74,3 +74,12 @@ def test_backoff_works_with_numpy_and_stdlib_rngs_and_resets():
         assert b.next_delay() == 0.5
     with pytest.raises(ValueError, match="reconnect_policy"):
         Backoff("sometimes", 1, 2, random.Random())
+
+
+def test_one_to_one_sends_name_the_peer_and_groups_name_the_conversation():
+    from chatcore import send_request
+
+    one, group = WireSizes.measure(10, one_to_one=True), WireSizes.measure(10, one_to_one=False, id_digits=3)
+    assert one.send_request == len(encode(send_request("x" * 10, "f" * 32, to="u" * 8)))
+    assert group.send_request == len(encode(send_request("x" * 10, "f" * 32, conversation="g:999")))
+    assert WireSizes.measure(10, id_digits=2).message_event == one.message_event - 2 * 5  # cursor and id
