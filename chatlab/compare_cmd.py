@@ -55,8 +55,10 @@ def run(args: argparse.Namespace) -> int:
     scenarios = sim.replicate_scenarios(scenario, reps)
     jobs = _jobs(args.jobs, len(scenario.transports) * reps)
     out = Path(args.out) if args.out else None
-    if out is not None and out.exists() and not out.is_dir():
-        raise UsageError(f"--out={args.out}: exists and is not a directory")
+    if out is not None:
+        from .report import check_out_dir
+
+        check_out_dir(out, args.out)
     tasks = [task for sc in scenarios for task in transports_tasks(sc, sc.transports)]
     runs = run_many(tasks, jobs, progress=sys.stderr.isatty() and not args.json)
     k = len(scenario.transports)

@@ -92,8 +92,10 @@ def run(args: argparse.Namespace) -> int:
     tasks = [(scenario, t, p) for t in scenario.transports for p in policies]
     jobs = _jobs(args.jobs, len(tasks))
     out = Path(args.out) if args.out else None
-    if out is not None and out.exists() and not out.is_dir():
-        raise UsageError(f"--out={args.out}: exists and is not a directory")
+    if out is not None:
+        from .report import check_out_dir
+
+        check_out_dir(out, args.out)
     if jobs > 1 and len(tasks) > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             results = list(pool.map(_run_one, tasks))

@@ -135,6 +135,22 @@ def json_text(cmp) -> str:
     return json.dumps(cmp.to_json(), indent=2, allow_nan=False)
 
 
+def check_out_dir(out: Path, given: str) -> None:
+    """Fail before any simulation runs if --out cannot be written."""
+    import os
+
+    from .errors import UsageError
+
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out={given}: exists and is not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out={given}: cannot create ({exc.strerror or exc})") from None
+    if not os.access(out, os.W_OK):
+        raise UsageError(f"--out={given}: not writable")
+
+
 def write_outputs(cmp, out: Path) -> list[Path]:
     """CSV tables and PNG figures into *out*; returns the files written."""
     from . import plots

@@ -38,10 +38,14 @@ from chatcore.wire import WireSizes, ws_frame_overhead
 
 from .network import Network
 from .params import Scenario
-from .results import LATENCY_KEYS, step_profile
+from chatcore.stats import LATENCY_KEYS, step_profile
 from .workload import Workload, draw, streams
 
 Proc = Generator[simpy.Event, Any, Any]
+
+#: The least time a refused connect attempt takes (the client's own work), so that a zero
+#: round trip and a zero backoff cannot loop without simulated time passing.
+MIN_ATTEMPT_S = 0.001
 
 
 class CServer:
@@ -249,7 +253,7 @@ class CrashModel:
         self.b_attempts[self._bin(now)] += 1
         server = self.lb_pick(c)
         if server is None:  # the load balancer has no live server: refused after a round trip
-            yield env.timeout(net.rtt_s)
+            yield env.timeout(max(net.rtt_s, MIN_ATTEMPT_S))
             self.b_rejected[self._bin(env.now)] += 1
             return False
         c.attempt += 1
@@ -262,6 +266,8 @@ class CrashModel:
             return False
         if answer.value != "accepted":
             self.b_rejected[self._bin(env.now)] += 1
+            if env.now - now < MIN_ATTEMPT_S:  # an attempt never takes zero time, even on rtt_ms=0
+                yield env.timeout(MIN_ATTEMPT_S - (env.now - now))
             return False
         self.b_accepted[self._bin(env.now)] += 1
         c.server = server
@@ -308,7 +314,7 @@ class CrashModel:
         if sc.delivery_design == "queue":
             missed = [m for m in c.log[c.cursor:] if m not in c.seen]
             if missed:
-                self.replay(c, missed)
+                env.process(self.replay(c, missed))
         else:
             for s in self.servers:
                 held = s.held.pop(c.idx, None)
@@ -320,10 +326,15 @@ class CrashModel:
             for m in pending:
                 if now >= sc.crash_at_s:
                     self.resends += 1  # (before the fault: sent while still connecting, not a resend)
-                env.process(self.message_flow(m, resend=True))
+                env.process(self.message_flow(m))
 
-    def replay(self, c: CClient, msgs: list[int]) -> None:
-        """The resume answer: every missed event, in order, in one response / a burst of frames."""
+    def replay(self, c: CClient, msgs: list[int]) -> Proc:
+        """The resume answer: every missed event, in order, in one response / a burst of frames,
+        read from persistence on the client's new server's CPU."""
+        s = c.server
+        cost = self.c_poll + len(msgs) * (self.c_event + (self.c_push if self.transport == "websocket" else 0.0))
+        if not (yield from s.work(cost)):
+            return
         size = self.sizes.message_event
         if self.transport == "websocket":
             nbytes = len(msgs) * (size + ws_frame_overhead(size, False))
@@ -489,7 +500,7 @@ class CrashModel:
                 yield env.timeout(t - env.now)
             env.process(self.message_flow(i))
 
-    def message_flow(self, i: int, resend: bool = False) -> Proc:
+    def message_flow(self, i: int) -> Proc:
         env, net = self.env, self.net
         c = self.clients[int(self.wl.sender[i])]
         if not c.connected:
@@ -568,7 +579,7 @@ class CrashModel:
             if R.alive and not r.connected:
                 s.held.setdefault(r.idx, []).append(i)  # hold it until the recipient is back
             else:
-                self.lost_to_dead_server += 1
+                self.lost_to_dead_server += 1  # its server is dead, or the client is cut off
             return
         if self.transport == "websocket":
             if not (yield from R.work(self.c_push)):
@@ -628,12 +639,9 @@ def _build(m: CrashModel) -> CrashResult:
     # sessions as the clients see them: [connected, noticed the loss)
     starts = np.asarray(m.sess_start, dtype=float)
     ends = np.asarray(m.sess_end, dtype=float)
-    n = min(starts.size, ends.size)
-    # sessions are appended in start order per client but ends in end order: pair by sorting is wrong;
-    # the connected count only needs the multiset of starts and ends.
+    # the connected count only needs the multiset of session starts and ends
     _, _, connected = step_profile(starts, ends, 0.0, m.end_s, edges)
     _, _, backlog = step_profile(np.asarray(m.backlog_start), np.asarray(m.backlog_end), 0.0, m.end_s, edges)
-    del n
     bins = pd.DataFrame({
         "transport": m.transport, "reconnect_policy": m.policy, "t_s": edges[:-1],
         "connected_clients": connected,

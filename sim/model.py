@@ -185,12 +185,13 @@ class Client:
 class HttpClient(Client):
     """Sends messages and receipts as POSTs over a keep-alive connection."""
 
-    __slots__ = ("send_conn", "recv_conn")
+    __slots__ = ("send_conn", "recv_conn", "polling_since")
 
     def __init__(self, model: "ChatModel", idx: int):
         super().__init__(model, idx)
         self.send_conn = HttpConnection()
         self.recv_conn = HttpConnection()
+        self.polling_since = -1.0  # arrival of the poll the server is working on or holding
 
     def upload(self, kind: int, body: int) -> Upload:
         m = self.m
@@ -218,6 +219,8 @@ class HttpClient(Client):
         self.send_conn.release(now)
 
     def finish(self, end: float) -> None:
+        if self.polling_since >= 0.0:  # still held when the run ends
+            self.m.rec.held(self.polling_since, end)
         self.send_conn.close(end, self.m.keepalive_s, self.m.rec)
         self.recv_conn.close(end, self.m.keepalive_s, self.m.rec)
 
@@ -233,6 +236,7 @@ class HttpClient(Client):
         m.rec.down(name, now, m.resp_hdr, m.sizes.poll_body(size, len(events)))
         m.rec.poll_response(now, len(events))
         m.rec.held(arrived, now)
+        self.polling_since = -1.0
         self.recv_conn.release(now)
         return events
 
@@ -252,7 +256,7 @@ class ShortPollingClient(HttpClient):
         c_poll, c_event, c_handshake, req_hdr = m.c_poll, m.c_event, m.c_handshake, m.req_hdr
         exponential = server.exponential
         conn = self.recv_conn
-        next_poll = float(m.wl.poll_phase[self.idx]) * interval
+        next_poll = float(m.wl.start_time[self.idx] + m.wl.poll_phase[self.idx] * interval)
         while True:
             now = env.now
             send_at = next_poll if next_poll > now else now
@@ -260,6 +264,7 @@ class ShortPollingClient(HttpClient):
             arrive = send_at + net.delay() + (net.connect_delay() if new else 0.0)
             yield timeout(arrive - now)
             rec.up("poll", arrive, req_hdr, 0)
+            self.polling_since = arrive
             cost = c_poll + len(self.inbox) * c_event + (c_handshake if new else 0.0)
             if exponential:
                 cost *= server._unit()
@@ -314,7 +319,7 @@ class LongPollingClient(HttpClient):
         while True:
             new = conn.acquire(env.now + travel, keepalive, rec)
             yield timeout(travel + net.delay() + (net.connect_delay() if new else 0.0))
-            arrived = env.now
+            arrived = self.polling_since = env.now
             rec.up("longpoll", arrived, m.req_hdr, 0)
             # Hold (or, with events waiting, hold and release at once) on one core.
             held = not self.inbox
@@ -526,6 +531,9 @@ class ChatModel:
         wl = self.wl
         sender = self.clients[int(wl.sender[i])]
         sent = self.env.now
+        started = float(wl.start_time[sender.idx])
+        if started > sent:  # the user's app is not running yet: it sends once it starts
+            yield self.env.timeout(started - sent)
         body = self.sizes.ws_send_frame if self.transport == "websocket" else self.sizes.send_request
         arrived = yield from sender.upload(MSG, body)
         yield self.env.timeout(self.server.store_s)

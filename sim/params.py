@@ -127,8 +127,9 @@ class Scenario:
                                "WebSocket: the server pings each client this often (empty ping, pong back).",
                                "Centrifugo and Socket.IO ping every 25 s")
     connect_ramp_s: float = _p(10.0, "s", "a number >= 0", _nonneg,
-                               "Clients start at uniform random times in [0, connect_ramp_s).",
-                               "assumption; must end inside warm-up")
+                               "Clients start at uniform random times in [0, connect_ramp_s); a message "
+                               "a user sends before its client starts leaves when it starts.",
+                               "assumption; keep it inside the warm-up")
     # --- network --------------------------------------------------------------
     rtt_ms: float = _p(100.0, "ms", "a number >= 0", _nonneg,
                        "Client-server round trip; one-way delay is rtt_ms / 2.", "assumption: mobile/continental")
@@ -258,6 +259,9 @@ class Scenario:
         if self.warmup_s >= self.duration_s:
             raise ParameterError("warmup_s", _show(self.warmup_s), "a number >= 0 and < duration_s "
                                  f"({_show(self.duration_s)})")
+        if (self.duration_s + 600.0) / self.bin_s > 1e6:
+            raise ParameterError("bin_s", _show(self.bin_s), "a number > 0 giving at most 1,000,000 bins "
+                                 f"over the run ({_show(self.duration_s)} s plus up to 600 s of drain)")
         if self.crashed_servers > self.servers:
             raise ParameterError("crashed_servers", self.crashed_servers,
                                  f"an integer >= 1 and <= servers ({self.servers})")

@@ -18,59 +18,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chatcore.stats import LATENCY_KEYS, latency_stats, step_profile
+
 from .params import Scenario
 from .recorder import CPU_BUSY, CPU_N, CPU_WAIT, DOWN, OVH_DOWN, OVH_UP, PAY_DOWN, PAY_UP, UP, Recorder
 from .workload import Workload
 
-LATENCY_KEYS = ("mean", "p50", "p95", "p99", "max")
-
-
-def step_profile(starts: np.ndarray, ends: np.ndarray, t0: float, t1: float,
-                 edges: np.ndarray | None = None) -> tuple[float, int, np.ndarray | None]:
-    """Time-average and peak of the number of open intervals ``[start, end)`` over
-    ``[t0, t1]``, and its average in each bin between consecutive *edges*."""
-    starts = np.asarray(starts, dtype=float)
-    ends = np.asarray(ends, dtype=float)
-    times = np.concatenate([starts, ends])
-    deltas = np.concatenate([np.ones(starts.size, dtype=np.int64), -np.ones(ends.size, dtype=np.int64)])
-    order = np.lexsort((deltas, times))  # at a tie, a close counts before an open
-    times, level = times[order], np.cumsum(deltas[order])
-    # integral F(t) = area under the step function up to t
-    area = np.concatenate([[0.0], np.cumsum(level[:-1] * np.diff(times))]) if times.size else np.zeros(0)
-
-    def F(t: np.ndarray) -> np.ndarray:
-        t = np.atleast_1d(np.asarray(t, dtype=float))
-        if times.size == 0:
-            return np.zeros_like(t)
-        k = np.searchsorted(times, t, side="right") - 1
-        before = k < 0
-        kk = np.clip(k, 0, None)
-        out = area[kk] + level[kk] * (t - times[kk])
-        out[before] = 0.0
-        return out
-
-    span = t1 - t0
-    mean = float((F(np.array([t1])) - F(np.array([t0])))[0] / span) if span > 0 else 0.0
-    if times.size:
-        in_win = (times >= t0) & (times <= t1)
-        k0 = np.searchsorted(times, t0, side="right") - 1
-        at_start = int(level[k0]) if k0 >= 0 else 0
-        peak = max(at_start, int(level[in_win].max()) if in_win.any() else 0)
-    else:
-        peak = 0
-    per_bin = None
-    if edges is not None:
-        fe = F(edges)
-        per_bin = np.diff(fe) / np.diff(edges)
-    return mean, peak, per_bin
-
-
-def _latency_stats(ms: np.ndarray) -> dict[str, float | None]:
-    if ms.size == 0:
-        return {k: None for k in LATENCY_KEYS}
-    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-    return {"mean": float(ms.mean()), "p50": float(p50), "p95": float(p95), "p99": float(p99),
-            "max": float(ms.max())}
 
 
 @dataclass
@@ -181,8 +134,8 @@ def build(transport: str, sc: Scenario, wl: Workload, rec: Recorder) -> RunResul
         "payload_bytes_up_per_s": tot[PAY_UP] / window,
         "payload_bytes_down_per_s": tot[PAY_DOWN] / window,
         "bytes_per_message": total_bytes / n_sent if n_sent else None,
-        "latency_ms": _latency_stats(lat),
-        "receipt_latency_ms": _latency_stats(receipts["latency_ms"].to_numpy()[r_win]),
+        "latency_ms": latency_stats(lat),
+        "receipt_latency_ms": latency_stats(receipts["latency_ms"].to_numpy()[r_win]),
         "open_connections_mean": conn_mean,
         "open_connections_peak": conn_peak,
         "held_requests_mean": held_mean,

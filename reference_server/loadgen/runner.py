@@ -35,13 +35,13 @@ import pandas as pd
 
 from chatcore import TRANSPORTS, ConnectionState
 from chatcore.backoff import POLICIES
+from chatcore.stats import LATENCY_KEYS, latency_stats, step_profile
 
 from ..client import ChatClient, ChatError
 from .proxy import DOWN, OVH_DOWN, OVH_UP, PAY_DOWN, PAY_UP, UP, CountingProxy, Counters
 from .server_proc import ServerFailed, ServerProcess, cpu_seconds
 from .workload import Workload, draw
 
-LATENCY_KEYS = ("mean", "p50", "p95", "p99", "max")
 
 
 @dataclass(frozen=True)
@@ -163,31 +163,13 @@ def user_name(i: int) -> str:
     return f"u{i:07d}"  # 8 characters, as the simulation's wire sizes assume
 
 
-def _stats(ms: np.ndarray) -> dict[str, float | None]:
-    if ms.size == 0:
-        return {k: None for k in LATENCY_KEYS}
-    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-    return {"mean": float(ms.mean()), "p50": float(p50), "p95": float(p95), "p99": float(p99),
-            "max": float(ms.max())}
-
-
 def step_average(intervals: list[list[float]], t0: float, t1: float) -> tuple[float, int]:
     """Time-average and peak over [t0, t1] of how many intervals are open."""
-    if t1 <= t0:
+    if t1 <= t0 or not intervals:
         return 0.0, 0
-    area, events = 0.0, []
-    for a, b in intervals:
-        lo, hi = max(a, t0), min(b, t1)
-        if hi > lo:
-            area += hi - lo
-        if a <= t1 and b >= t0:
-            events.append((max(a, t0), 1))
-            events.append((min(b, t1), -1))
-    level = peak = 0
-    for _, d in sorted(events, key=lambda e: (e[0], e[1])):
-        level += d
-        peak = max(peak, level)
-    return area / (t1 - t0), peak
+    a = np.asarray(intervals, dtype=float)
+    mean, peak, _ = step_profile(a[:, 0], a[:, 1], t0, t1)
+    return mean, peak
 
 
 async def _gather_limited(coros: list[Any], limit: int, timeout: float, what: str) -> list[Any]:
@@ -491,8 +473,8 @@ class LoadRun:
             "payload_bytes_up_per_s": tot[PAY_UP] / window,
             "payload_bytes_down_per_s": tot[PAY_DOWN] / window,
             "bytes_per_message": total_bytes / n_sent if n_sent else None,
-            "latency_ms": _stats(lat),
-            "receipt_latency_ms": _stats(rl),
+            "latency_ms": latency_stats(lat),
+            "receipt_latency_ms": latency_stats(rl),
             "open_connections_mean": conn_mean,
             "open_connections_peak": conn_peak,
             "held_requests_mean": held_mean,

@@ -93,9 +93,8 @@ def test_direct_design_loses_what_the_crashed_server_held(held_in_memory):
     lam = (sc.clients / sc.servers) * sc.msg_rate_per_min / 60
     expected = lam * sc.poll_interval_s / 2
     assert abs(s["messages_lost_in_memory"] - expected) < 41
-    # every lost message was acknowledged to its sender: nobody will resend it
-    got = set(zip(r.messages.msg, r.messages.recipient))
-    assert len(got) == len(r.messages)
+    # every lost message had been acknowledged: none is left in a sender's outbox to resend
+    assert s["messages_undelivered_unacked"] == 0
 
 
 def test_every_replayed_message_is_delivered_once_after_deduplication():

@@ -1,0 +1,62 @@
+"""Statistics both halves compute the same way: latency summaries and the
+time-average and peak of a count of open intervals (connections, held requests).
+
+The simulation (``sim.results``) and the load generator
+(``reference_server.loadgen``) both use these, so a simulated and a measured
+"p95" or "open connections mean" are the same computation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LATENCY_KEYS = ("mean", "p50", "p95", "p99", "max")
+
+
+def step_profile(starts: np.ndarray, ends: np.ndarray, t0: float, t1: float,
+                 edges: np.ndarray | None = None) -> tuple[float, int, np.ndarray | None]:
+    """Time-average and peak of the number of open intervals ``[start, end)`` over
+    ``[t0, t1]``, and its average in each bin between consecutive *edges*."""
+    starts = np.asarray(starts, dtype=float)
+    ends = np.asarray(ends, dtype=float)
+    times = np.concatenate([starts, ends])
+    deltas = np.concatenate([np.ones(starts.size, dtype=np.int64), -np.ones(ends.size, dtype=np.int64)])
+    order = np.lexsort((deltas, times))  # at a tie, a close counts before an open
+    times, level = times[order], np.cumsum(deltas[order])
+    # integral F(t) = area under the step function up to t
+    area = np.concatenate([[0.0], np.cumsum(level[:-1] * np.diff(times))]) if times.size else np.zeros(0)
+
+    def F(t: np.ndarray) -> np.ndarray:
+        t = np.atleast_1d(np.asarray(t, dtype=float))
+        if times.size == 0:
+            return np.zeros_like(t)
+        k = np.searchsorted(times, t, side="right") - 1
+        before = k < 0
+        kk = np.clip(k, 0, None)
+        out = area[kk] + level[kk] * (t - times[kk])
+        out[before] = 0.0
+        return out
+
+    span = t1 - t0
+    mean = float((F(np.array([t1])) - F(np.array([t0])))[0] / span) if span > 0 else 0.0
+    if times.size:
+        in_win = (times >= t0) & (times <= t1)
+        k0 = np.searchsorted(times, t0, side="right") - 1
+        at_start = int(level[k0]) if k0 >= 0 else 0
+        peak = max(at_start, int(level[in_win].max()) if in_win.any() else 0)
+    else:
+        peak = 0
+    per_bin = None
+    if edges is not None:
+        fe = F(edges)
+        per_bin = np.diff(fe) / np.diff(edges)
+    return mean, peak, per_bin
+
+
+def latency_stats(ms: np.ndarray) -> dict[str, float | None]:
+    """Mean, median, p95, p99 and max of *ms* (None for each when empty)."""
+    if ms.size == 0:
+        return {k: None for k in LATENCY_KEYS}
+    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+    return {"mean": float(ms.mean()), "p50": float(p50), "p95": float(p95), "p99": float(p99),
+            "max": float(ms.max())}
