@@ -60,3 +60,20 @@ def latency_stats(ms: np.ndarray) -> dict[str, float | None]:
     p50, p95, p99 = np.percentile(ms, [50, 95, 99])
     return {"mean": float(ms.mean()), "p50": float(p50), "p95": float(p95), "p99": float(p99),
             "max": float(ms.max())}
+
+
+def traffic_summary(*, requests_up: float, overhead_up: float, payload_up: float, overhead_down: float,
+                    payload_down: float, window_s: float, messages_sent: int, poll_responses: int,
+                    empty_responses: int) -> dict[str, float | None]:
+    """The traffic part of a run's summary, under the names the simulation's ``--json`` and the
+    load generator share: rates per second of the window, empty poll ratio, bytes per message."""
+    total = overhead_up + payload_up + overhead_down + payload_down
+    return {
+        "requests_per_s": requests_up / window_s,
+        "empty_response_ratio": (empty_responses / poll_responses) if poll_responses else 0.0,
+        "overhead_bytes_up_per_s": overhead_up / window_s,
+        "overhead_bytes_down_per_s": overhead_down / window_s,
+        "payload_bytes_up_per_s": payload_up / window_s,
+        "payload_bytes_down_per_s": payload_down / window_s,
+        "bytes_per_message": total / messages_sent if messages_sent else None,
+    }

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chatcore.stats import LATENCY_KEYS, latency_stats, step_profile
+from chatcore.stats import LATENCY_KEYS, latency_stats, step_profile, traffic_summary
 
 from .params import Scenario
 from .recorder import CPU_BUSY, CPU_N, CPU_WAIT, DOWN, OVH_DOWN, OVH_UP, PAY_DOWN, PAY_UP, UP, Recorder
@@ -124,16 +124,12 @@ def build(transport: str, sc: Scenario, wl: Workload, rec: Recorder) -> RunResul
     window_ids = np.flatnonzero((wl.send_time >= w0) & (wl.send_time <= w1))
     fully = int((got[window_ids] >= expected).sum())
     r_win = receipts["in_window"].to_numpy()
-    total_bytes = tot[OVH_UP] + tot[PAY_UP] + tot[OVH_DOWN] + tot[PAY_DOWN]
     summary: dict[str, Any] = {
         "transport": transport,
-        "requests_per_s": tot[UP] / window,
-        "empty_response_ratio": (rec.empty_responses / rec.poll_responses) if rec.poll_responses else 0.0,
-        "overhead_bytes_up_per_s": tot[OVH_UP] / window,
-        "overhead_bytes_down_per_s": tot[OVH_DOWN] / window,
-        "payload_bytes_up_per_s": tot[PAY_UP] / window,
-        "payload_bytes_down_per_s": tot[PAY_DOWN] / window,
-        "bytes_per_message": total_bytes / n_sent if n_sent else None,
+        **traffic_summary(requests_up=tot[UP], overhead_up=tot[OVH_UP], payload_up=tot[PAY_UP],
+                          overhead_down=tot[OVH_DOWN], payload_down=tot[PAY_DOWN], window_s=window,
+                          messages_sent=n_sent, poll_responses=rec.poll_responses,
+                          empty_responses=rec.empty_responses),
         "latency_ms": latency_stats(lat),
         "receipt_latency_ms": latency_stats(receipts["latency_ms"].to_numpy()[r_win]),
         "open_connections_mean": conn_mean,

@@ -35,7 +35,7 @@ import pandas as pd
 
 from chatcore import TRANSPORTS, ConnectionState
 from chatcore.backoff import POLICIES
-from chatcore.stats import LATENCY_KEYS, latency_stats, step_profile
+from chatcore.stats import LATENCY_KEYS, latency_stats, step_profile, traffic_summary
 
 from ..client import ChatClient, ChatError
 from .proxy import DOWN, OVH_DOWN, OVH_UP, PAY_DOWN, PAY_UP, UP, CountingProxy, Counters
@@ -462,17 +462,12 @@ class LoadRun:
             if got.get(i, 0) >= len(wl.members[int(wl.conversation[i])]) - 1:
                 fully += 1
         rl = np.array([l for s, l in self.receipt_latency if w0 <= s <= w1])
-        total_bytes = tot[OVH_UP] + tot[PAY_UP] + tot[OVH_DOWN] + tot[PAY_DOWN]
         summary: dict[str, Any] = {
             "transport": cfg.transport,
-            "requests_per_s": tot[UP] / window,
-            "empty_response_ratio": (counters.empty_responses / counters.poll_responses)
-            if counters.poll_responses else 0.0,
-            "overhead_bytes_up_per_s": tot[OVH_UP] / window,
-            "overhead_bytes_down_per_s": tot[OVH_DOWN] / window,
-            "payload_bytes_up_per_s": tot[PAY_UP] / window,
-            "payload_bytes_down_per_s": tot[PAY_DOWN] / window,
-            "bytes_per_message": total_bytes / n_sent if n_sent else None,
+            **traffic_summary(requests_up=tot[UP], overhead_up=tot[OVH_UP], payload_up=tot[PAY_UP],
+                              overhead_down=tot[OVH_DOWN], payload_down=tot[PAY_DOWN], window_s=window,
+                              messages_sent=n_sent, poll_responses=counters.poll_responses,
+                              empty_responses=counters.empty_responses),
             "latency_ms": latency_stats(lat),
             "receipt_latency_ms": latency_stats(rl),
             "open_connections_mean": conn_mean,
