@@ -140,7 +140,7 @@ export class WebSocketTransport {
       const after = this.ctx.cursor();   // no cursor yet: from the start
       this.frame(after ? { type: 'resume', after } : { type: 'resume' });
     };
-    ws.onmessage = (e) => this.onFrame(e.data);
+    ws.onmessage = (e) => { if (ws === this.ws) this.onFrame(e.data); };   // ignore a replaced socket
     ws.onclose = (e) => {
       if (ws !== this.ws || this.stopped) return;
       this.ready = false;
@@ -155,9 +155,13 @@ export class WebSocketTransport {
   }
 
   frame(obj) {
+    // Only an open socket takes frames; the caller keeps what did not go out (sends stay in
+    // `pending`, receipts in `receipts`) and it leaves after the next 'resumed'.
+    if (this.ws?.readyState !== WebSocket.OPEN) return false;
     const text = JSON.stringify(obj);
     this.ws.send(text);
     this.ctx.meter.frameUp(obj.type, byteLength(text));
+    return true;
   }
 
   onFrame(text) {
@@ -170,7 +174,7 @@ export class WebSocketTransport {
         this.ctx.status('connected');
         if (!f.recovered && this.ctx.cursor()) this.ctx.resync(f.cursor);
         for (const p of this.pending.values()) this.frame(p.frame);   // resend what was not acked
-        for (const r of this.receipts.splice(0)) this.frame(r);
+        for (const r of this.receipts.splice(0)) if (!this.frame(r)) this.receipts.push(r);
         break;
       case 'ack': {
         const p = this.pending.get(f.client_msg_id);
@@ -202,7 +206,7 @@ export class WebSocketTransport {
 
   receipt(receipt) {
     const frame = { type: 'receipt', ...receipt };
-    if (this.ready) this.frame(frame); else this.receipts.push(frame);
+    if (!(this.ready && this.frame(frame))) this.receipts.push(frame);
     return Promise.resolve();
   }
 }

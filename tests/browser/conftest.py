@@ -94,8 +94,10 @@ def chromium_path() -> str:
     return resolved
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path: str):
+    # Module scope: Playwright's sync API keeps an event loop running in this thread while it
+    # is open, which would break every asyncio test that runs after this module.
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
