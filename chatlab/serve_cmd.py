@@ -32,9 +32,23 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _valid_numeric_host(host: str) -> bool:
+    """A host made of digits and dots must be a real IPv4 address (999.1.1.1 is not), so the
+    mistake is reported before anything is created on disk."""
+    import ipaddress
+
+    if not all(ch.isdigit() or ch == "." for ch in host):
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     port = _port(str(args.port))
-    if not _HOST.match(args.host):
+    if not _HOST.match(args.host) or not _valid_numeric_host(args.host):
         raise UsageError(f"--host={args.host}: expected an IP address or host name")
     if args.redis_url is not None and not re.match(r"^rediss?://", args.redis_url):
         raise UsageError(f"--redis-url={args.redis_url}: expected redis://host:port/db or rediss://...")

@@ -95,12 +95,14 @@ def test_chatlab_serve_refuses_bad_values(tmp_path: Path) -> None:
     for args, message in ((["--port", "abc"], "--port=abc: expected an integer 1-65535"),
                           (["--port", "70000"], "--port=70000: expected an integer 1-65535"),
                           (["--redis-url", "http://x"], "--redis-url=http://x: expected"),
-                          (["--db", str(tmp_path)], "is a directory")):
+                          (["--db", str(tmp_path)], "is a directory"),
+                          (["--host", "999.1.1.1", "--data-dir", str(tmp_path / "d")], "--host=999.1.1.1")):
         proc = subprocess.run([sys.executable, "-m", "chatlab.cli", "serve", *args],
-                              capture_output=True, text=True, timeout=30)
+                              capture_output=True, text=True, timeout=30, cwd=tmp_path)
         assert proc.returncode == 2, (args, proc.stderr)
         assert message in proc.stderr and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "d").exists() and not (tmp_path / "var").exists()  # nothing created
 
 
 async def test_shutdown_answers_held_long_polls(make_server, session: aiohttp.ClientSession) -> None:
