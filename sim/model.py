@@ -494,6 +494,7 @@ class ChatModel:
         self.receipt_ack_bytes = self.sizes.receipt_request
         self.req_hdr, self.resp_hdr = sc.http_request_header_bytes, sc.http_response_header_bytes
         self.keepalive_s = sc.http_keepalive_s
+        self.watermarks: dict[tuple[int, int], int] = {}  # (reader, DELIVERED/READ) -> newest message
         ms = 1e-3
         self.c_poll = sc.cpu_poll_ms * ms
         self.c_lp_hold = sc.cpu_longpoll_hold_ms * ms
@@ -550,18 +551,27 @@ class ChatModel:
             yield env.timeout(at - env.now)
         body = self.sizes.ws_receipt_frame if self.transport == "websocket" else self.sizes.receipt_request
         senders = sorted({int(self.wl.sender[i]) for i in msgs})
+        newest = max(msgs)  # message indices grow with send time, so with ids in a conversation
         for kind in (DELIVERED, READ):
             if kind == READ:
-                yield env.timeout(float(self.wl.read_delay[msgs[-1]]))
+                yield env.timeout(float(self.wl.read_delay[newest]))
             sent = env.now
             arrived = yield from reader.upload(kind, body)
             yield env.timeout(self.server.store_s)
             reader.acked(kind, arrived)
+            # Receipts only move forward (chatcore.states): one at or below the reader's stored
+            # watermark for this status changes nothing and reaches nobody, as on the server.
+            key = (reader.idx, kind)
+            prev = self.watermarks.get(key, -1)
+            if newest <= prev:
+                continue
+            self.watermarks[key] = newest
             for s in senders:
-                # One event per covered message of this sender: up_to covers them all,
-                # but latency is tracked for the newest one.
+                # One event per sender: up_to covers all of its messages; latency is tracked
+                # for the newest one.
                 last = max(i for i in msgs if int(self.wl.sender[i]) == s)
-                yield from self.publish((self.clients[s],), kind, last, self.sizes.receipt_event, sent)
+                if last > prev:
+                    yield from self.publish((self.clients[s],), kind, last, self.sizes.receipt_event, sent)
 
     def _dispatch(self) -> Proc:
         env = self.env
