@@ -254,6 +254,7 @@ class ShortPollingClient(HttpClient):
         interval = m.sc.poll_interval_s
         keepalive = m.keepalive_s
         c_poll, c_event, c_handshake, req_hdr = m.c_poll, m.c_event, m.c_handshake, m.req_hdr
+        resp_hdr, poll_body = m.resp_hdr, m.sizes.poll_body
         exponential = server.exponential
         conn = self.recv_conn
         next_poll = float(m.wl.start_time[self.idx] + m.wl.poll_phase[self.idx] * interval)
@@ -263,7 +264,6 @@ class ShortPollingClient(HttpClient):
             new = conn.acquire(send_at, keepalive, rec)
             arrive = send_at + net.delay() + (net.connect_delay() if new else 0.0)
             yield timeout(arrive - now)
-            rec.up("poll", arrive, req_hdr, 0)
             self.polling_since = arrive
             cost = c_poll + len(self.inbox) * c_event + (c_handshake if new else 0.0)
             if exponential:
@@ -274,9 +274,17 @@ class ShortPollingClient(HttpClient):
             start = env.now
             yield timeout(cost)
             cpu.release(req)
-            rec.cpu("poll", arrive, start, cost)
-            events = self.respond("poll", arrive)
-            received_at = env.now + net.delay()
+            # the response: every pending event (HttpClient.respond, written out)
+            now = env.now
+            events, self.inbox = self.inbox, []
+            size = 0
+            for ev in events:
+                size += ev.size
+            rec.poll("poll", arrive, start, cost, now, req_hdr, resp_hdr, poll_body(size, len(events)),
+                     len(events))
+            self.polling_since = -1.0
+            conn.release(now)
+            received_at = now + net.delay()
             if events:
                 self.received(events, received_at)
             next_poll += interval
@@ -433,7 +441,17 @@ class WebSocketClient(Client):
         name = "ws_send" if kind == MSG else "ws_receipt"
         arrived = env.now
         m.rec.up(name, arrived, ws_frame_overhead(body, True), body)
-        yield from m.server.work(name, m.c_frame_in)
+        server, cost = m.server, m.c_frame_in
+        if cost > 0.0:  # Server.work, written out: a frame per send and per receipt
+            if server.exponential:
+                cost *= server._unit()
+            req = server.cpu.request()
+            if not req.triggered:
+                yield req
+            start = env.now
+            yield env.timeout(cost)
+            server.cpu.release(req)
+            m.rec.cpu(name, arrived, start, cost)
         return arrived
 
     def acked(self, kind: int, arrived: float) -> None:

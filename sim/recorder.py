@@ -78,6 +78,41 @@ class Recorder:
             c[OVH_DOWN] += overhead
             c[PAY_DOWN] += payload
 
+    def poll(self, name: str, arrive: float, start: float, service: float, now: float, req_hdr: int,
+             resp_hdr: int, body: int, n_events: int) -> None:
+        """One whole poll at once (the model's hottest path): the request that reached the
+        server at *arrive*, its CPU from *start*, and the response that left at *now*.
+        Same bookkeeping as up() + cpu() + down() + poll_response() + held()."""
+        w = self.bin_s
+        b = int(arrive / w)
+        self.b_up[b] += 1
+        self.b_ovh_up[b] += req_hdr
+        self.b_cpu[int(start / w)] += service
+        b = int(now / w)
+        self.b_ovh_down[b] += resp_hdr
+        self.b_pay_down[b] += body
+        self.held_start.append(arrive)
+        self.held_end.append(now)
+        if self.keep_cpu_samples:
+            self.cpu_samples.append((name, arrive, start, start + service))
+        w0, w1 = self.w0, self.w1
+        if w0 <= arrive <= w1 or w0 <= now <= w1 or w0 <= start <= w1:
+            c = self._cls(name)
+            if w0 <= arrive <= w1:
+                c[UP] += 1
+                c[OVH_UP] += req_hdr
+            if w0 <= start <= w1:
+                c[CPU_N] += 1
+                c[CPU_BUSY] += service
+                c[CPU_WAIT] += start - arrive
+            if w0 <= now <= w1:
+                c[DOWN] += 1
+                c[OVH_DOWN] += resp_hdr
+                c[PAY_DOWN] += body
+                self.poll_responses += 1
+                if n_events == 0:
+                    self.empty_responses += 1
+
     def poll_response(self, now: float, n_events: int) -> None:
         if self.w0 <= now <= self.w1:
             self.poll_responses += 1
