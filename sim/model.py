@@ -265,18 +265,19 @@ class ShortPollingClient(HttpClient):
             arrive = send_at + net.delay() + (net.connect_delay() if new else 0.0)
             yield timeout(arrive - now)
             self.polling_since = arrive
-            cost = c_poll + len(self.inbox) * c_event + (c_handshake if new else 0.0)
-            if exponential:
-                cost *= server._unit()
             req = cpu.request()
             if not req.triggered:
                 yield req
             start = env.now
+            # the poll reads the log when its CPU work starts, and pays for what it reads
+            events, self.inbox = self.inbox, []
+            cost = c_poll + len(events) * c_event + (c_handshake if new else 0.0)
+            if exponential:
+                cost *= server._unit()
             yield timeout(cost)
             cpu.release(req)
-            # the response: every pending event (HttpClient.respond, written out)
+            # the response: every event read (HttpClient.respond, written out)
             now = env.now
-            events, self.inbox = self.inbox, []
             size = 0
             for ev in events:
                 size += ev.size
@@ -398,17 +399,18 @@ class LongPollExpiry:
 
 
 class WebSocketClient(Client):
-    __slots__ = ("connected", "up_link", "down_link", "opened")
+    __slots__ = ("connected", "open", "up_link", "down_link", "opened")
 
     def __init__(self, model: "ChatModel", idx: int):
         super().__init__(model, idx)
-        self.connected: simpy.Event = model.env.event()
+        self.open = False  # the server has accepted the connection
+        self.connected: simpy.Event = model.env.event()  # the client has the 101 answer
         self.up_link = Link()
         self.down_link = Link()
         self.opened = -1.0
 
     def log(self, ev: LogEvent) -> bool:
-        if self.connected.triggered:
+        if self.open:
             return True
         self.inbox.append(ev)  # replayed when the connection opens
         return False
@@ -469,7 +471,10 @@ class WebSocketClient(Client):
         rec.up("handshake", env.now, m.sc.ws_handshake_request_bytes, 0)
         yield from server.work("handshake", m.c_handshake)
         rec.down("handshake", env.now, m.sc.ws_handshake_response_bytes, 0)
-        self.connected.succeed()
+        self.open = True
+        connected = self.connected
+        env.timeout(net.arrival(env.now, self.down_link) - env.now).callbacks.append(
+            lambda _e: connected.succeed())  # the client can send once the answer arrives
         # Replay what the log got before the connection opened, in order.
         backlog, self.inbox = self.inbox, []
         for ev in backlog:
