@@ -5,8 +5,9 @@ of bare SimPy loops that do the minimum events one request of each kind needs
 (see ``KIND_OF_CLASS``), run on the same mix of request kinds in the same
 process and the same run, with the ratio (target: the model costs at most 2x
 the bare loop per request). Then the wall time of the
-default `chatlab compare` scenario (target < 30 s) and of 10,000 clients for
-10 simulated minutes, all three transports (target < 60 s in total).
+default `chatlab compare` scenario (target < 30 s), of 10,000 clients for
+10 simulated minutes, all three transports (target < 60 s in total), and of a
+10,000-client crash scenario (reported).
 
 Every timing is the median of ``--repeat`` runs (the machine is shared and noisy).
 

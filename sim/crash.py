@@ -36,6 +36,7 @@ import simpy
 from chatcore.backoff import Backoff
 from chatcore.wire import WireSizes, ws_frame_overhead
 
+from .model import dispatch
 from .network import Network
 from .params import Scenario
 from chatcore.stats import LATENCY_KEYS, step_profile
@@ -493,13 +494,6 @@ class CrashModel:
             c.waiter.succeed()
 
     # --- messages ------------------------------------------------------------------------------
-    def dispatch(self) -> Proc:
-        env = self.env
-        for i, t in enumerate(self.wl.send_time.tolist()):
-            if t > env.now:
-                yield env.timeout(t - env.now)
-            env.process(self.message_flow(i))
-
     def message_flow(self, i: int) -> Proc:
         env, net = self.env, self.net
         c = self.clients[int(self.wl.sender[i])]
@@ -611,7 +605,7 @@ class CrashModel:
         env = self.env
         for c in self.clients:
             env.process(self.client_main(c))
-        env.process(self.dispatch())
+        env.process(dispatch(env, self.wl, self.message_flow))
         env.process(self.fault())
         env.run(until=self.end_s)
         for c in self.clients:

@@ -443,17 +443,7 @@ class WebSocketClient(Client):
         name = "ws_send" if kind == MSG else "ws_receipt"
         arrived = env.now
         m.rec.up(name, arrived, ws_frame_overhead(body, True), body)
-        server, cost = m.server, m.c_frame_in
-        if cost > 0.0:  # Server.work, written out: a frame per send and per receipt
-            if server.exponential:
-                cost *= server._unit()
-            req = server.cpu.request()
-            if not req.triggered:
-                yield req
-            start = env.now
-            yield env.timeout(cost)
-            server.cpu.release(req)
-            m.rec.cpu(name, arrived, start, cost)
+        yield from m.server.work(name, m.c_frame_in)
         return arrived
 
     def acked(self, kind: int, arrived: float) -> None:
@@ -496,6 +486,14 @@ class WebSocketClient(Client):
 
 CLIENTS = {"short_polling": ShortPollingClient, "long_polling": LongPollingClient,
            "websocket": WebSocketClient}
+
+
+def dispatch(env: simpy.Environment, wl: Workload, flow) -> Proc:
+    """Start ``flow(i)`` as a process at each message's send time (shared with ``sim.crash``)."""
+    for i, t in enumerate(wl.send_time.tolist()):
+        if t > env.now:
+            yield env.timeout(t - env.now)
+        env.process(flow(i))
 
 
 class ChatModel:
@@ -596,18 +594,11 @@ class ChatModel:
                 if last > prev:
                     yield from self.publish((self.clients[s],), kind, last, self.sizes.receipt_event, sent)
 
-    def _dispatch(self) -> Proc:
-        env = self.env
-        for i, t in enumerate(self.wl.send_time.tolist()):
-            if t > env.now:
-                yield env.timeout(t - env.now)
-            env.process(self.message_flow(i))
-
     def run(self) -> Recorder:
         env = self.env
         for c in self.clients:
             env.process(c.run())
-        env.process(self._dispatch())
+        env.process(dispatch(env, self.wl, self.message_flow))
         env.run(until=self.end_s)
         for c in self.clients:
             c.finish(self.end_s)
