@@ -34,6 +34,7 @@ from .errors import ApiError, bad_request
 from .hub import Listener
 from .http_api import CHAT
 from .store import Expired
+from .tasks import run_every, stop_all
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,11 @@ class WsSession:
     # --- main loop ---------------------------------------------------------------
     async def run(self) -> None:
         await self.chat.presence.touch(self.user, self.conn_id)
-        heartbeat = asyncio.create_task(self._heartbeat())
+        stop = asyncio.Event()
+        heartbeat = asyncio.create_task(
+            run_every(stop, self.chat.config.presence_heartbeat_s,
+                      lambda: self.chat.presence.touch(self.user, self.conn_id), "presence heartbeat"),
+            name=f"presence-heartbeat-{self.conn_id}")
         try:
             async for msg in self.ws:
                 if msg.type == WSMsgType.TEXT:
@@ -82,21 +87,15 @@ class WsSession:
                 else:  # CLOSE / ERROR
                     break
         finally:
-            heartbeat.cancel()
+            # Stopped by event as well as by cancel: a cancel that lands inside a Redis call
+            # can be swallowed (fakeredis reads through asyncio.wait_for, which on CPython
+            # 3.11 may drop a cancel that races a reply), and a heartbeat that went on
+            # touching would keep a closed connection online forever.
             if self.listener is not None:
-                self.chat.hub.detach(self.listener)
-            if self._writer is not None:
-                self._writer.cancel()
-            await asyncio.gather(heartbeat, *(t for t in (self._writer,) if t), return_exceptions=True)
+                self.chat.hub.detach(self.listener)  # the writer's queue returns None from now on
+            await stop_all(stop, [heartbeat, *(t for t in (self._writer,) if t)])
             with contextlib.suppress(Exception):
                 await self.chat.presence.leave(self.user, self.conn_id)
-
-    async def _heartbeat(self) -> None:
-        """Refresh this connection's presence score every heartbeat interval."""
-        while True:
-            await asyncio.sleep(self.chat.config.presence_heartbeat_s)
-            with contextlib.suppress(Exception):
-                await self.chat.presence.touch(self.user, self.conn_id)
 
     async def _frame(self, text: str) -> None:
         obj: Any = None
