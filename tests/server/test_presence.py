@@ -64,7 +64,9 @@ async def test_polling_client_expires_after_ttl(make_server, session: aiohttp.Cl
 
 
 async def test_quiet_websocket_stays_online(make_server, session: aiohttp.ClientSession) -> None:
-    server = await make_server(presence_ttl_s=0.3, presence_heartbeat_s=0.1)
+    # A TTL of six heartbeats: a stall of the shared test machine's event loop must pass
+    # 0.4 s before it could expire a live connection.
+    server = await make_server(presence_ttl_s=0.6, presence_heartbeat_s=0.1)
     api = Api(session, server.url)
     alice, bob = await api.user("alice"), await api.user("bob")
     await api.send(alice, "hi", to="bob")
@@ -72,7 +74,7 @@ async def test_quiet_websocket_stays_online(make_server, session: aiohttp.Client
     await ws_frames_until(ws, lambda f: f["type"] == "resumed")
     await poll_until(api, alice, _bob_presence)
     for _ in range(4):  # four TTLs with no traffic but heartbeats
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.6)
         assert await _presence(api, alice, "bob") == "online"
     status, page = await api.poll(alice)
     assert [e["status"] for e in page["events"] if _bob_presence(e)] == ["online"]
