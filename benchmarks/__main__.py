@@ -4,7 +4,10 @@ For each transport: simulated requests per wall second of the full model, and
 of bare SimPy loops that do the minimum events one request of each kind needs
 (see ``KIND_OF_CLASS``), run on the same mix of request kinds in the same
 process and the same run, with the ratio (target: the model costs at most 2x
-the bare loop per request). Then the wall time of the
+the bare loop per request). A second baseline runs the same bare loops on the
+model's own CPU class (``sim.cpu.Cpu``, which schedules two fewer events per CPU
+use than a plain ``simpy.Resource``), so the table separates what the CPU class
+saves from what the model's bookkeeping costs. Then the wall time of the
 default `chatlab compare` scenario (target < 30 s), of 10,000 clients for
 10 simulated minutes, all three transports (target < 60 s in total), and of a
 10,000-client crash scenario (reported).
@@ -27,6 +30,7 @@ import simpy
 
 import sim
 from chatlab.parallel import default_jobs
+from sim.cpu import Cpu
 
 
 #: The least a request of each kind costs in SimPy events:
@@ -44,14 +48,26 @@ def _timed_run(task):
     return time.perf_counter() - t
 
 
-def bare_loop(kind: str, n_clients: int = 2000, until_s: float = 60.0, cores: int = 2) -> int:
-    """Requests of one *kind* completed by a bare SimPy loop (no bookkeeping at all)."""
+def bare_loop(kind: str, n_clients: int = 2000, until_s: float = 60.0, cores: int = 2,
+              same_cpu: bool = False) -> int:
+    """Requests of one *kind* completed by a bare SimPy loop (no bookkeeping at all).
+
+    The CPU is a plain ``simpy.Resource`` (request, yield, serve, release), or with
+    *same_cpu* the model's own :class:`sim.cpu.Cpu`, which skips the two events nobody
+    waits on: the second baseline isolates what the model's bookkeeping costs."""
     env = simpy.Environment()
-    cpu = simpy.Resource(env, cores)
+    cpu = Cpu(env, cores) if same_cpu else simpy.Resource(env, cores)
     done = [0]
     service, gap = 0.0003, 1.0
 
     def serve():
+        if same_cpu:
+            req = cpu.acquire()
+            if req is not None:
+                yield req
+            yield env.timeout(service)
+            cpu.free(req)
+            return
         req = cpu.request()
         yield req
         yield env.timeout(service)
@@ -94,11 +110,14 @@ def _median_time(fn, repeat: int):
 
 
 def per_request(repeat: int) -> list[dict]:
-    """Model requests per wall second vs the bare loops doing the same mix of request kinds."""
-    bare_rate = {}
+    """Model requests per wall second vs the bare loops doing the same mix of request kinds
+    (on a plain ``simpy.Resource``, and on the model's own CPU class)."""
+    bare_rate, same_rate = {}, {}
     for kind in ("poll", "longpoll", "post", "push"):
         wall, n = _median_time(lambda: bare_loop(kind), repeat)
         bare_rate[kind] = n / wall
+        wall, n = _median_time(lambda: bare_loop(kind, same_cpu=True), repeat)
+        same_rate[kind] = n / wall
     base = sim.Scenario().with_overrides({"clients": 2000, "duration_s": 120, "warmup_s": 0.001})
     rows = []
     for transport in sim.Scenario().transports:
@@ -111,10 +130,13 @@ def per_request(repeat: int) -> list[dict]:
                 counts[kind] = counts.get(kind, 0) + int(n)
         requests = sum(counts.values())
         bare_wall = sum(n / bare_rate[k] for k, n in counts.items())
+        same_wall = sum(n / same_rate[k] for k, n in counts.items())
         rows.append({"transport": transport, "simulated_requests": requests, "mix": counts,
                      "model_requests_per_wall_s": requests / wall,
                      "bare_requests_per_wall_s": requests / bare_wall,
-                     "cost_ratio": wall / bare_wall})
+                     "cost_ratio": wall / bare_wall,
+                     "bare_same_cpu_requests_per_wall_s": requests / same_wall,
+                     "cost_ratio_same_cpu": wall / same_wall})
     return rows
 
 
@@ -178,10 +200,12 @@ def main(argv=None) -> int:
     print(f"# model speed   (median of {a.repeat}; Python {meta['python']}, SimPy {meta['simpy']}, "
           f"{meta['cores']} cores)")
     rows = per_request(a.repeat)
-    print(f"{'transport':<15}{'model req/s':>14}{'bare req/s':>14}{'cost ratio':>12}   (target <= 2.0)")
+    print(f"{'transport':<15}{'model req/s':>14}{'bare req/s':>14}{'cost ratio':>12}   (target <= 2.0)"
+          f"{'bare, model CPU':>18}{'ratio':>8}")
     for r in rows:
         print(f"{r['transport']:<15}{r['model_requests_per_wall_s']:>14,.0f}{r['bare_requests_per_wall_s']:>14,.0f}"
-              f"{r['cost_ratio']:>12.2f}")
+              f"{r['cost_ratio']:>12.2f}{'':18}{r['bare_same_cpu_requests_per_wall_s']:>18,.0f}"
+              f"{r['cost_ratio_same_cpu']:>8.2f}")
     runs = whole_runs(a.repeat, a.skip_large)
     print()
     for r in runs:

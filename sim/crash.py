@@ -36,6 +36,7 @@ import simpy
 from chatcore.backoff import Backoff
 from chatcore.wire import WireSizes, ws_frame_overhead
 
+from .cpu import Cpu
 from .model import dispatch
 from .network import Network
 from .params import Scenario
@@ -56,7 +57,7 @@ class CServer:
         self.m, self.idx = model, idx
         self.alive = True
         self.epoch = 0
-        self.cpu = simpy.Resource(model.env, model.sc.server_cores)
+        self.cpu = Cpu(model.env, model.sc.server_cores)
         rate = model.sc.max_connects_per_s
         self.rate = rate
         self.tokens = max(1.0, rate)
@@ -81,12 +82,12 @@ class CServer:
         epoch, cpu, env = self.epoch, self.cpu, self.m.env
         if cost_s <= 0.0:
             return self.alive and self.epoch == epoch
-        req = cpu.request()
-        if not req.triggered:
+        req = cpu.acquire()
+        if req is not None:
             yield req
         start = env.now
         yield env.timeout(cost_s)
-        cpu.release(req)
+        cpu.free(req)
         if self.epoch != epoch:
             return False
         self._account(start, cost_s)
@@ -108,7 +109,7 @@ class CServer:
     def crash(self) -> None:
         self.alive = False
         self.epoch += 1
-        self.cpu = simpy.Resource(self.m.env, self.m.sc.server_cores)  # queued work dies with it
+        self.cpu = Cpu(self.m.env, self.m.sc.server_cores)  # queued work dies with it
 
     def restart(self) -> None:
         self.alive = True

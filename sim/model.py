@@ -36,6 +36,7 @@ import simpy
 
 from chatcore.wire import WireSizes, ws_frame_overhead
 
+from .cpu import Cpu
 from .network import Link, Network
 from .params import Scenario
 from .recorder import Recorder
@@ -62,7 +63,7 @@ class Server:
 
     def __init__(self, env: simpy.Environment, sc: Scenario, rec: Recorder, rng: np.random.Generator):
         self.env, self.rec = env, rec
-        self.cpu = simpy.Resource(env, capacity=sc.server_cores)
+        self.cpu = Cpu(env, capacity=sc.server_cores)
         self.exponential = sc.service_time_dist == "exponential"
         self._rng = rng
         self._pool: list[float] = []
@@ -82,12 +83,12 @@ class Server:
             cost_s *= self._unit()
         env = self.env
         arrival = env.now
-        req = self.cpu.request()
-        if not req.triggered:  # granted at once when a core is free: no need to wait on it
+        req = self.cpu.acquire()
+        if req is not None:  # every core busy: wait in the FIFO queue
             yield req
         start = env.now
         yield env.timeout(cost_s)
-        self.cpu.release(req)
+        self.cpu.free(req)
         self.rec.cpu(op, arrival, start, cost_s)
 
 
@@ -265,8 +266,8 @@ class ShortPollingClient(HttpClient):
             arrive = send_at + net.delay() + (net.connect_delay() if new else 0.0)
             yield timeout(arrive - now)
             self.polling_since = arrive
-            req = cpu.request()
-            if not req.triggered:
+            req = cpu.acquire()
+            if req is not None:
                 yield req
             start = env.now
             # the poll reads the log when its CPU work starts, and pays for what it reads
@@ -275,7 +276,7 @@ class ShortPollingClient(HttpClient):
             if exponential:
                 cost *= server._unit()
             yield timeout(cost)
-            cpu.release(req)
+            cpu.free(req)
             # the response: every event read (HttpClient.respond, written out)
             now = env.now
             size = 0
@@ -340,12 +341,12 @@ class LongPollingClient(HttpClient):
                 if server.exponential:
                     cost *= server._unit()
                 queued = env.now
-                req = cpu.request()
-                if not req.triggered:
+                req = cpu.acquire()
+                if req is not None:
                     yield req
                 start = env.now
                 yield timeout(cost)
-                cpu.release(req)
+                cpu.free(req)
                 rec.cpu(op, queued, start, cost)
                 if not held:
                     break
@@ -423,12 +424,12 @@ class WebSocketClient(Client):
             if server.exponential:
                 cost *= server._unit()
             queued = env.now
-            req = server.cpu.request()
-            if not req.triggered:
+            req = server.cpu.acquire()
+            if req is not None:
                 yield req
             start = env.now
             yield env.timeout(cost)
-            server.cpu.release(req)
+            server.cpu.free(req)
             m.rec.cpu("ws_event", queued, start, cost)
         now = env.now
         m.rec.down("ws_event", now, ws_frame_overhead(ev.size, False), ev.size)
