@@ -127,6 +127,43 @@ class HttpConnection:
             rec.connection(self.opened, max(closes, self.opened))
 
 
+class HttpPool:
+    """A client's keep-alive connections for uploads (sends and receipts).
+
+    HTTP/1.1 carries one request at a time on a connection, so an upload that finds every
+    connection busy opens another and pays the TCP connect; an idle one is reused least
+    recently used first (aiohttp's pool, which the reference client uses), and one idle
+    longer than ``http_keepalive_s`` is closed. Connections are not told apart: which one
+    a request takes does not change how many are open at any time."""
+
+    __slots__ = ("idle", "busy")
+
+    def __init__(self) -> None:
+        self.idle: deque[tuple[float, float]] = deque()  # (idle since, opened), longest idle first
+        self.busy: list[float] = []  # opened times of the connections carrying a request
+
+    def acquire(self, now: float, keepalive: float, rec: Recorder) -> bool:
+        """Take a connection for a request sent at *now*; True if it had to be opened."""
+        idle = self.idle
+        while idle:
+            since, opened = idle.popleft()
+            if now - since <= keepalive:
+                self.busy.append(opened)
+                return False
+            rec.connection(opened, since + keepalive)  # timed out while idle
+        self.busy.append(now)
+        return True
+
+    def release(self, now: float) -> None:
+        self.idle.append((now, self.busy.pop()))
+
+    def close(self, end: float, keepalive: float, rec: Recorder) -> None:
+        for opened in self.busy:
+            rec.connection(opened, end)
+        for since, opened in self.idle:
+            rec.connection(opened, max(opened, min(end, since + keepalive)))
+
+
 class Client:
     """What every transport's client shares: its log at the server, receiving
     events and sending receipts."""
@@ -184,14 +221,15 @@ class Client:
 
 
 class HttpClient(Client):
-    """Sends messages and receipts as POSTs over a keep-alive connection."""
+    """Polls on one keep-alive connection; sends messages and receipts as POSTs from a pool
+    of them (:class:`HttpPool`)."""
 
     __slots__ = ("send_conn", "recv_conn", "polling_since")
 
     def __init__(self, model: "ChatModel", idx: int):
         super().__init__(model, idx)
-        self.send_conn = HttpConnection()
-        self.recv_conn = HttpConnection()
+        self.send_conn = HttpPool()  # sends and receipts
+        self.recv_conn = HttpConnection()  # polls: one at a time
         self.polling_since = -1.0  # arrival of the poll the server is working on or holding
 
     def upload(self, kind: int, body: int) -> Upload:
