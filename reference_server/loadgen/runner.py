@@ -207,6 +207,7 @@ class LoadRun:
         self.batches: dict[int, list[tuple[str, int, int]]] = defaultdict(list)
         self.tasks: set[asyncio.Task[Any]] = set()
         self.samples: list[dict[str, float]] = []
+        self.loop_lag: list[tuple[float, float]] = []  # (at_s, ms late)
         self.crash: dict[str, Any] | None = None
         self.targets: dict[int, dict[str, str]] = {}
 
@@ -322,6 +323,15 @@ class LoadRun:
                 "accepts": len(proxy.counters.conn_intervals)})
             k += 1
 
+    async def _lag_probe(self) -> None:
+        """How late this process's event loop wakes a task: every client, the proxy and
+        the timestamps share it, so a late loop lands in every measured latency."""
+        period = 0.01
+        while True:
+            t = self.clock()
+            await asyncio.sleep(period)
+            self.loop_lag.append((self.rel(t), max(0.0, self.clock() - t - period) * 1000.0))
+
     async def _crash(self) -> None:
         assert self.cfg.crash_at_s is not None
         await asyncio.sleep(max(0.0, self.t0 + self.cfg.crash_at_s - self.clock()))
@@ -363,6 +373,7 @@ class LoadRun:
                     self._spawn(self._start_at(c, self.t0 + float(self.wl.start_time[i])))
             self._spawn(self._dispatch())
             self._spawn(self._sampler(proxy))
+            self._spawn(self._lag_probe())
             if cfg.crash_at_s is not None:
                 self._spawn(self._crash())
             drain = (cfg.poll_interval_s if cfg.transport == "short_polling" else 0.0) + 4 * cfg.rtt_ms / 1000 + 1.0
@@ -462,6 +473,7 @@ class LoadRun:
             if got.get(i, 0) >= len(wl.members[int(wl.conversation[i])]) - 1:
                 fully += 1
         rl = np.array([l for s, l in self.receipt_latency if w0 <= s <= w1])
+        lag = np.array([l for s, l in self.loop_lag if w0 <= s <= w1])
         summary: dict[str, Any] = {
             "transport": cfg.transport,
             **traffic_summary(requests_up=tot[UP], overhead_up=tot[OVH_UP], payload_up=tot[PAY_UP],
@@ -480,6 +492,7 @@ class LoadRun:
             "deliveries": int(len(lat)),
             # measured only
             "loadgen_cpu_utilization": lg_util,
+            "loadgen_loop_lag_ms": latency_stats(lag),
             "send_failures": self.send_failures,
             "duplicates_after_dedup": self.duplicates,
             "duplicates_dropped_by_client": sum(c.duplicates_dropped for c in self.clients),

@@ -47,6 +47,8 @@ def test_loadgen_json_has_the_simulations_names(capsys):
     assert r["latency_ms"]["p50"] >= 20.0  # at least the emulated round trip... of one way each, plus server
     assert r["server_cpu_utilization"] > 0
     assert r["duplicates_after_dedup"] == 0
+    lag = r["loadgen_loop_lag_ms"]  # how late the load generator's own event loop ran
+    assert 0 <= lag["p50"] <= lag["p95"] <= lag["max"]
 
 
 def test_unreachable_redis_is_reported_not_hung(tmp_path):
