@@ -8,6 +8,8 @@ The simulation (``sim.results``) and the load generator
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 LATENCY_KEYS = ("mean", "p50", "p95", "p99", "max")
@@ -60,6 +62,34 @@ def latency_stats(ms: np.ndarray) -> dict[str, float | None]:
     p50, p95, p99 = np.percentile(ms, [50, 95, 99])
     return {"mean": float(ms.mean()), "p50": float(p50), "p95": float(p95), "p99": float(p99),
             "max": float(ms.max())}
+
+
+def quantile_ci(values: np.ndarray, q: float, conf: float = 0.95) -> tuple[float, float] | None:
+    """Distribution-free confidence interval for the *q* quantile of the population
+    *values* were drawn from: the order statistics ``x(j) <= x(k)`` with
+    ``P(j <= B < k) >= conf`` for ``B ~ Binomial(n, q)`` (Conover, *Practical
+    Nonparametric Statistics*, 3rd ed., sec. 3.2). None when *values* are too few for
+    that coverage. Assumes independent draws: latencies of one run are mildly dependent,
+    so read the interval as a lower bound on the sampling uncertainty."""
+    x = np.sort(np.asarray(values, dtype=float))
+    n = x.size
+    if n == 0 or not 0.0 < q < 1.0:
+        return None
+    i = np.arange(n + 1)
+    lg = np.vectorize(math.lgamma, otypes=[float])
+    log_pmf = lg(n + 1.0) - lg(i + 1.0) - lg(n - i + 1.0) + i * math.log(q) + (n - i) * math.log1p(-q)
+    cdf = np.cumsum(np.exp(log_pmf))  # cdf[m] = P(B <= m)
+    alpha = 1.0 - conf
+    # x(j) (1-based) with P(B <= j-1) <= alpha/2, as high as possible; x(k) with P(B <= k-1) >= 1 - alpha/2
+    below = np.flatnonzero(cdf <= alpha / 2)
+    above = np.flatnonzero(cdf >= 1.0 - alpha / 2)
+    if below.size == 0 or above.size == 0:
+        return None
+    j = int(below[-1]) + 1
+    k = int(above[0]) + 1
+    if k > n:
+        return None
+    return float(x[j - 1]), float(x[k - 1])
 
 
 def traffic_summary(*, requests_up: float, overhead_up: float, payload_up: float, overhead_down: float,

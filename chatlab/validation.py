@@ -49,7 +49,11 @@ METRICS: list[tuple[str, str, str, float | None]] = [
     ("server CPU utilisation", "server_cpu_utilization", "info", None),
     ("open connections mean", "open_connections_mean", "info", None),
     ("empty poll responses", "empty_response_ratio", "info", None),
+    # measured only: a late load-generator loop lands in every measured latency
+    ("load generator loop lag p95 (ms)", "loadgen_loop_lag_ms.p95", "info", None),
 ]
+#: Latency rows that also get the measured quantile's distribution-free 95 % interval.
+QUANTILE_OF_PATH = {"latency_ms.p50": 0.50, "latency_ms.p95": 0.95}
 CRASH_METRICS: list[tuple[str, str, str, float | None]] = [
     ("time to reconnect all (s)", "time_to_reconnect_all_s", "rel", 0.20),
     ("reconnect peak (connects/s)", "reconnect_peak_per_s", "info", None),
@@ -184,13 +188,25 @@ def run_crash_case(sc, transport: str, redis_url: str | None) -> tuple[Any, Any,
 
 
 def table_rows(cases: list[Case]) -> list[dict[str, Any]]:
+    """One row per case and metric. Latency quantile rows also carry the measured quantile's
+    95 % interval (``measured_ci_low``/``_high``, chatcore.stats.quantile_ci): how far the
+    measured value could move by sampling alone. It is reported beside the tolerance; it
+    does not change whether a row passes."""
+    from chatcore.stats import quantile_ci
     rows = []
     for c in cases:
+        lat = None
+        if c.meas is not None:
+            m = c.meas.messages
+            lat = m.loc[m["in_window"], "latency_ms"].to_numpy(dtype=float)
         for label, path, kind, tol in METRICS:
             sim_v = _get(c.sim.summary, path) if c.sim is not None else None
             meas_v = _get(c.meas.summary, path) if c.meas is not None else None
             rows.append(compare_row(c.transport, c.level, label, kind, tol, sim_v, meas_v))
             rows[-1]["clients"] = c.scenario.clients
+            if path in QUANTILE_OF_PATH and lat is not None:
+                ci = quantile_ci(lat, QUANTILE_OF_PATH[path])
+                rows[-1]["measured_ci_low"], rows[-1]["measured_ci_high"] = ci if ci else (None, None)
     return rows
 
 
@@ -215,15 +231,18 @@ def _fmt(v: Any) -> str:
 
 
 def text_table(rows: list[dict[str, Any]]) -> str:
-    head = ["transport", "level", "clients", "metric", "simulated", "measured", "rel. error", "tolerance", "pass"]
+    head = ["transport", "level", "clients", "metric", "simulated", "measured", "measured 95% CI", "rel. error",
+            "tolerance", "pass"]
     body = []
     for r in rows:
         err = r["relative_error"]
+        lo, hi = r.get("measured_ci_low"), r.get("measured_ci_high")
+        ci = f"{_fmt(lo)} - {_fmt(hi)}" if lo is not None and hi is not None else ""
         body.append([r["transport"], r["level"], str(r.get("clients", "")), r["metric"], _fmt(r["simulated"]),
-                     _fmt(r["measured"]), "-" if err is None else f"{err:+.1%}", r["tolerance"],
+                     _fmt(r["measured"]), ci, "-" if err is None else f"{err:+.1%}", r["tolerance"],
                      {True: "yes", False: "NO", None: "-"}[r["pass"]]])
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)] if body else [len(h) for h in head]
-    right = {4, 5, 6}
+    right = {4, 5, 6, 7}
     lines = ["  ".join(h.rjust(w) if i in right else h.ljust(w) for i, (h, w) in enumerate(zip(head, widths)))]
     lines.append("  ".join("-" * w for w in widths))
     for b in body:
@@ -235,7 +254,8 @@ def text_table(rows: list[dict[str, Any]]) -> str:
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     import csv
-    cols = ["transport", "level", "clients", "metric", "simulated", "measured", "relative_error", "tolerance", "pass"]
+    cols = ["transport", "level", "clients", "metric", "simulated", "measured", "measured_ci_low", "measured_ci_high",
+            "relative_error", "tolerance", "pass"]
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()

@@ -77,6 +77,9 @@ def test_validate_short_run(tmp_path, capsys):
     rows = doc["rows"]
     assert {r["transport"] for r in rows} == {"websocket", "short_polling"}
     assert {"requests/s", "bytes per message", "latency p50 (ms)", "latency p95 (ms)"} <= {r["metric"] for r in rows}
+    for r in rows:
+        if r["metric"] == "latency p50 (ms)":  # the measured median with its sampling interval
+            assert r["measured_ci_low"] <= r["measured"] <= r["measured_ci_high"]
     crash = {r["metric"]: r for r in rows if r["level"] == "crash"}
     assert crash["messages lost"]["measured"] == 0 and crash["messages duplicated"]["measured"] == 0
     assert crash["time to reconnect all (s)"]["measured"] is not None
