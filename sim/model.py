@@ -130,32 +130,43 @@ class HttpConnection:
 class HttpPool:
     """A client's keep-alive connections for uploads (sends and receipts).
 
-    HTTP/1.1 carries one request at a time on a connection, so an upload that finds every
-    connection busy opens another and pays the TCP connect; an idle one is reused least
-    recently used first (aiohttp's pool, which the reference client uses), and one idle
-    longer than ``http_keepalive_s`` is closed. Connections are not told apart: which one
-    a request takes does not change how many are open at any time."""
+    HTTP/1.1 carries one request at a time on a connection, and the client can reuse it
+    only once the response has arrived, so an upload that finds every connection busy
+    opens another and pays the TCP connect. An idle one is reused longest-idle first
+    (aiohttp's pool, which the reference client uses), and one idle longer than
+    ``http_keepalive_s`` is closed. Connections are not told apart: which one a request
+    takes does not change how many are open at any time."""
 
     __slots__ = ("idle", "busy")
 
     def __init__(self) -> None:
-        self.idle: deque[tuple[float, float]] = deque()  # (idle since, opened), longest idle first
+        self.idle: list[tuple[float, float]] = []  # (free at the client since, opened)
         self.busy: list[float] = []  # opened times of the connections carrying a request
 
     def acquire(self, now: float, keepalive: float, rec: Recorder) -> bool:
         """Take a connection for a request sent at *now*; True if it had to be opened."""
         idle = self.idle
-        while idle:
-            since, opened = idle.popleft()
-            if now - since <= keepalive:
-                self.busy.append(opened)
-                return False
-            rec.connection(opened, since + keepalive)  # timed out while idle
+        best = -1
+        for k in range(len(idle) - 1, -1, -1):
+            since, opened = idle[k]
+            if since > now:
+                continue  # its response is still on the way
+            if now - since > keepalive:
+                rec.connection(opened, since + keepalive)  # timed out while idle
+                del idle[k]
+                best = best - 1 if best > k else best
+                continue
+            if best < 0 or since <= idle[best][0]:
+                best = k
+        if best >= 0:
+            self.busy.append(idle.pop(best)[1])
+            return False
         self.busy.append(now)
         return True
 
-    def release(self, now: float) -> None:
-        self.idle.append((now, self.busy.pop()))
+    def release(self, free_at: float) -> None:
+        """The response to a request arrives at the client at *free_at*."""
+        self.idle.append((free_at, self.busy.pop()))
 
     def close(self, end: float, keepalive: float, rec: Recorder) -> None:
         for opened in self.busy:
@@ -255,7 +266,7 @@ class HttpClient(Client):
         m.rec.down("send" if kind == MSG else "receipt", now, m.resp_hdr,
                    m.sizes.ack if kind == MSG else m.receipt_ack_bytes)
         m.rec.held(arrived, now)
-        self.send_conn.release(now)
+        self.send_conn.release(now + m.net.delay())  # reusable once the answer reaches the client
 
     def finish(self, end: float) -> None:
         if self.polling_since >= 0.0:  # still held when the run ends

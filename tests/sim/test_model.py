@@ -152,9 +152,11 @@ def test_http_pool_opens_a_connection_only_when_every_one_is_busy():
     # 80 s later all three have been idle past the keep-alive: each closed at idle + 75 s
     assert pool.acquire(81.0, 75.0, rec) is True
     assert sorted(c for _, c in rec.intervals) == pytest.approx([76.1, 76.2, 76.3])
-    pool.release(81.5)
+    pool.release(81.5)  # its answer reaches the client at 81.5...
+    assert pool.acquire(81.2, 75.0, rec) is True      # ...so a request at 81.2 needs another
+    assert pool.acquire(81.6, 75.0, rec) is False     # and one at 81.6 reuses it
     pool.close(100.0, 75.0, rec)
-    assert len(rec.intervals) == 4 and rec.intervals[-1] == (81.0, 100.0)
+    assert sorted(rec.intervals)[-2:] == [(81.0, 100.0), (81.2, 100.0)] and len(rec.intervals) == 5
 
 
 def test_overlapping_uploads_open_more_connections_and_pay_the_connect():
