@@ -24,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crash-transport", default="websocket",
                    help="transport of the crash run, or 'none' (default websocket)")
     p.add_argument("--crash-clients", default="100", help="clients in the crash run (default 100)")
+    p.add_argument("--repeat", default="1",
+                   help="runs per case, seeds seed, seed+1, ...; pooled (default 1; data/ uses 3)")
     p.add_argument("--redis-url", default=None, help="Redis for the server (default: embedded fakeredis)")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.add_argument("--out", metavar="DIR", help="write validation.csv, validation.json and validation.png")
@@ -52,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--levels={args.levels}: expected a comma list of {', '.join(v.LEVELS)}")
     max_clients = _int("--max-clients", args.max_clients, 2, 2000)
     crash_clients = _int("--crash-clients", args.crash_clients, 2, 2000)
+    repeat = _int("--repeat", args.repeat, 1, 20)
     crash_t = args.crash_transport
     if crash_t not in (*TRANSPORTS, "none"):
         raise UsageError(f"--crash-transport={crash_t}: expected one of {', '.join(TRANSPORTS)} or none")
@@ -72,30 +75,39 @@ def run(args: argparse.Namespace) -> int:
             cases.append(v.Case(t, level, base.with_overrides({"clients": n, "transports": t})))
     failed = []
     for c in cases:
-        log(f"{c.transport:<14} {c.level:<7} {c.scenario.clients:>4} clients ...")
-        v.run_case(c, args.redis_url)
+        log(f"{c.transport:<14} {c.level:<7} {c.scenario.clients:>4} clients"
+            f"{f' x {repeat} runs' if repeat > 1 else ''} ...")
+        v.run_case(c, args.redis_url, repeat)
         if c.error:
             failed.append(c.error)
             log(f"  failed: {c.error}")
     rows = v.table_rows(cases)
     crash = None
+    pooled: tuple = (None, None)
     if crash_t != "none":
         csc = base.with_overrides({"clients": crash_clients, "transports": crash_t,
                                    "crash_at_s": round(base.warmup_s + 0.4 * (base.duration_s - base.warmup_s), 1),
                                    "reconnect_policy": base.reconnect_policy,
                                    "duration_s": base.duration_s + 5})
-        log(f"crash: {crash_t}, {crash_clients} clients, SIGKILL at {csc.crash_at_s:g} s ...")
-        meas, sim, err = v.run_crash_case(csc, crash_t, args.redis_url)
-        if err:
-            failed.append(err)
-            log(f"  failed: {err}")
-        crash = (meas, sim)
-        rows += v.crash_rows(crash_t, crash_clients, meas, sim)
+        log(f"crash: {crash_t}, {crash_clients} clients, SIGKILL at {csc.crash_at_s:g} s"
+            f"{f' x {repeat} runs' if repeat > 1 else ''} ...")
+        metas, sims = [], []
+        for k in range(repeat):
+            meas, sim, err = v.run_crash_case(csc.with_overrides({"seed": csc.seed + k}), crash_t, args.redis_url)
+            if err:
+                failed.append(err)
+                log(f"  failed: {err}")
+                break
+            metas.append(meas)
+            sims.append(sim)
+        crash = (metas[0], sims[0]) if metas else (None, None)  # the figure shows the first run
+        pooled = v.pool_crash(metas, sims) if len(metas) == repeat else (None, None)
+        rows += v.crash_rows(crash_t, crash_clients, *pooled)
     elapsed = time.monotonic() - started
-    doc = {"calibration": calibration, "scenario": base.to_dict(), "levels": v.LEVELS,
+    doc = {"calibration": calibration, "scenario": base.to_dict(), "levels": v.LEVELS, "repeat": repeat,
            "elapsed_s": round(elapsed, 1), "errors": failed, "rows": rows,
-           "crash": None if crash is None or crash[0] is None else {
-               "measured": crash[0].crash, "simulated": crash[1].summary if crash[1] is not None else None}}
+           "crash": None if pooled[0] is None else {
+               "measured": pooled[0].crash, "simulated": pooled[1].summary if pooled[1] is not None else None}}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         v.write_csv(rows, out / "validation.csv")
@@ -105,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
         print(v.dump_json(doc))
     else:
         print(v.text_table(rows))
-        print(f"({elapsed:.0f} s; rtt {base.rtt_ms:g} ms; calibration {calibration})")
+        print(f"({elapsed:.0f} s; rtt {base.rtt_ms:g} ms; {repeat} run{'s' if repeat > 1 else ''} per case, "
+              f"seeds {base.seed}-{base.seed + repeat - 1}; calibration {calibration})")
         for e in failed:
             print(f"error: {e}")
     return 1 if failed else 0

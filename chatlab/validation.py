@@ -153,21 +153,87 @@ class Case:
     transport: str
     level: str
     scenario: Any
-    sim: Any = None
+    sim: Any = None   # one run's result, or a Pooled one over repeats
     meas: Any = None
     error: str | None = None
 
 
-def run_case(case: Case, redis_url: str | None) -> None:
-    """Load generator first (alone on the machine), then the simulation."""
+@dataclass
+class Pooled:
+    """Several runs of one case (seeds ``seed``, ``seed + 1``, ...) as one: latency
+    statistics over every run's messages together, every other number the mean of the
+    runs' values; ``each`` keeps the runs' own summaries."""
+    summary: dict[str, Any]
+    messages: Any
+    each: list[dict[str, Any]]
+
+
+def _mean_of(values: list[Any]) -> Any:
+    if all(isinstance(v, dict) for v in values):
+        return {k: _mean_of([v.get(k) for v in values]) for k in values[0]}
+    nums = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if len(nums) != len(values):
+        return values[0]
+    return sum(nums) / len(nums)
+
+
+def pool(results: list[Any]) -> Any:
+    """One result for several runs (the run itself when there is one)."""
+    import pandas as pd
+
+    from chatcore.stats import latency_stats
+    if len(results) == 1:
+        return results[0]
+    messages = pd.concat([r.messages for r in results], ignore_index=True)
+    summary = _mean_of([r.summary for r in results])
+    summary["latency_ms"] = latency_stats(messages.loc[messages["in_window"], "latency_ms"].to_numpy(dtype=float))
+    return Pooled(summary, messages, [r.summary for r in results])
+
+
+def run_case(case: Case, redis_url: str | None, repeat: int = 1) -> None:
+    """Load generator first (alone on the machine), then the simulation; *repeat* times
+    with seeds ``seed + k``, pooled."""
     from reference_server.loadgen import ServerFailed, run_load
     from sim import run
-    cfg = load_config(case.scenario, case.transport, redis_url=redis_url)
-    try:
-        case.meas = asyncio.run(asyncio.wait_for(run_load(cfg), cfg.duration_s + 120))
-    except (ServerFailed, asyncio.TimeoutError, OSError) as exc:
-        case.error = f"{case.transport}/{case.level}: {exc or type(exc).__name__}"
-    case.sim = run(case.scenario, case.transport)
+    sims, meas = [], []
+    for k in range(repeat):
+        sc = case.scenario.with_overrides({"seed": case.scenario.seed + k})
+        cfg = load_config(sc, case.transport, redis_url=redis_url)
+        try:
+            meas.append(asyncio.run(asyncio.wait_for(run_load(cfg), cfg.duration_s + 120)))
+        except (ServerFailed, asyncio.TimeoutError, OSError) as exc:
+            case.error = f"{case.transport}/{case.level}: {exc or type(exc).__name__}"
+            break
+        sims.append(run(sc, case.transport))
+    case.meas = pool(meas) if meas and case.error is None else None
+    case.sim = pool(sims) if sims else run(case.scenario, case.transport)
+
+
+@dataclass
+class PooledCrash:
+    """Several crash runs as one: messages lost and duplicated summed, other numbers the
+    mean of the runs'; ``each`` keeps the runs' own values."""
+    crash: dict[str, Any] | None = None
+    summary: dict[str, Any] | None = None
+    each: list[dict[str, Any]] | None = None
+
+
+_SUMMED = ("messages_lost", "messages_duplicated")
+
+
+def pool_crash(meas: list[Any], sims: list[Any]) -> tuple[Any, Any]:
+    """(measured, simulated) for crash_rows from several runs (the runs themselves for one)."""
+    if len(meas) == 1:
+        return meas[0], sims[0]
+
+    def merged(dicts: list[dict[str, Any]]) -> dict[str, Any]:
+        out = _mean_of(dicts)
+        for k in _SUMMED:
+            if k in out:
+                out[k] = sum(d.get(k) or 0 for d in dicts)
+        return out
+    return (PooledCrash(crash=merged([m.crash for m in meas]), each=[m.crash for m in meas]),
+            PooledCrash(summary=merged([r.summary for r in sims]), each=[r.summary for r in sims]))
 
 
 def run_crash_case(sc, transport: str, redis_url: str | None) -> tuple[Any, Any, str | None]:
@@ -204,10 +270,24 @@ def table_rows(cases: list[Case]) -> list[dict[str, Any]]:
             meas_v = _get(c.meas.summary, path) if c.meas is not None else None
             rows.append(compare_row(c.transport, c.level, label, kind, tol, sim_v, meas_v))
             rows[-1]["clients"] = c.scenario.clients
+            _spread(rows[-1], c.meas, path)
             if path in QUANTILE_OF_PATH and lat is not None:
                 ci = quantile_ci(lat, QUANTILE_OF_PATH[path])
                 rows[-1]["measured_ci_low"], rows[-1]["measured_ci_high"] = ci if ci else (None, None)
     return rows
+
+
+def _spread(row: dict[str, Any], meas: Any, path: str) -> None:
+    """Add the measured values of each run (``measured_each``) and their range to *row*,
+    when *meas* pools several runs."""
+    each = getattr(meas, "each", None)
+    if not each:
+        return
+    vals = [_get(e, path) for e in each]
+    row["measured_each"] = vals
+    nums = [float(v) for v in vals if v is not None]
+    if nums:
+        row["measured_min"], row["measured_max"] = min(nums), max(nums)
 
 
 def crash_rows(transport: str, clients: int, meas: Any, sim: Any) -> list[dict[str, Any]]:
@@ -217,6 +297,7 @@ def crash_rows(transport: str, clients: int, meas: Any, sim: Any) -> list[dict[s
         meas_v = meas.crash.get(key) if meas is not None and meas.crash else None
         rows.append(compare_row(transport, "crash", label, kind, tol, sim_v, meas_v))
         rows[-1]["clients"] = clients
+        _spread(rows[-1], meas, key)
     return rows
 
 
@@ -255,7 +336,7 @@ def text_table(rows: list[dict[str, Any]]) -> str:
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     import csv
     cols = ["transport", "level", "clients", "metric", "simulated", "measured", "measured_ci_low", "measured_ci_high",
-            "relative_error", "tolerance", "pass"]
+            "measured_min", "measured_max", "relative_error", "tolerance", "pass"]
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()

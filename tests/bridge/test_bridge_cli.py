@@ -28,6 +28,7 @@ SMALL = ["--set", "clients=6", "--set", "duration_s=7", "--set", "warmup_s=3", "
     (["validate", "--max-clients", "-3"], "--max-clients=-3"),
     (["validate", "--calibration", "/nonexistent.toml"], "--calibration=/nonexistent.toml"),
     (["validate", "--redis-url", "http://x"], "--redis-url=http://x"),
+    (["validate", "--repeat", "0"], "--repeat=0"),
 ])
 def test_bad_arguments_are_one_line_errors(argv, needle, capsys):
     assert main(argv) == 2
@@ -84,3 +85,37 @@ def test_validate_short_run(tmp_path, capsys):
     assert crash["messages lost"]["measured"] == 0 and crash["messages duplicated"]["measured"] == 0
     assert crash["time to reconnect all (s)"]["measured"] is not None
     assert (tmp_path / "validation.csv").exists() and (tmp_path / "validation.png").exists()
+
+
+def test_validate_repeats_pool_the_runs(capsys):
+    """--repeat 2: each case runs on seeds 1 and 2; latency quantiles come from both runs'
+    messages together, the other numbers are the runs' mean, and each run's value is kept."""
+    assert main(["validate", "--transports", "websocket", "--levels", "light", "--max-clients", "6",
+                 "--crash-transport", "none", "--repeat", "2", "--set", "duration_s=7", "--set", "warmup_s=3",
+                 "--set", "connect_ramp_s=1", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["repeat"] == 2
+    rows = {r["metric"]: r for r in doc["rows"]}
+    rps = rows["requests/s"]
+    assert len(rps["measured_each"]) == 2
+    assert rps["measured"] == pytest.approx(sum(rps["measured_each"]) / 2)
+    assert rps["measured_min"] <= rps["measured"] <= rps["measured_max"]
+    p50 = rows["latency p50 (ms)"]  # over both runs' messages, with its interval
+    assert len(p50["measured_each"]) == 2
+    assert p50["measured_ci_low"] <= p50["measured"] <= p50["measured_ci_high"]
+
+
+def test_pool_crash_sums_losses_and_averages_the_rest():
+    from types import SimpleNamespace as NS
+
+    from chatlab.validation import pool_crash
+
+    meas = [NS(crash={"time_to_reconnect_all_s": 2.0, "messages_lost": 0, "messages_duplicated": 1}),
+            NS(crash={"time_to_reconnect_all_s": 4.0, "messages_lost": 2, "messages_duplicated": 0})]
+    sims = [NS(summary={"time_to_reconnect_all_s": 3.0, "messages_lost": 0}),
+            NS(summary={"time_to_reconnect_all_s": 5.0, "messages_lost": 0})]
+    m, s = pool_crash(meas, sims)
+    assert m.crash == {"time_to_reconnect_all_s": 3.0, "messages_lost": 2, "messages_duplicated": 1}
+    assert s.summary["time_to_reconnect_all_s"] == 4.0 and m.each[1]["messages_lost"] == 2
+    one_m, one_s = pool_crash(meas[:1], sims[:1])
+    assert one_m is meas[0] and one_s is sims[0]
