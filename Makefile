@@ -43,7 +43,7 @@ calibrate: $(VENV)/.installed
 	$(BIN)/chatlab calibrate --scale 2
 
 validate: $(VENV)/.installed
-	$(BIN)/chatlab validate --out data
+	$(BIN)/chatlab validate --repeat 3 --out data
 
 clean:
 	rm -rf $(VENV) .pytest_cache out
