@@ -3,9 +3,9 @@
 A plain ``Resource`` puts two events on SimPy's queue for every use, even uncontended:
 the :class:`~simpy.resources.resource.Request` (scheduled although it is granted at
 once) and the :class:`~simpy.resources.resource.Release` (scheduled although nothing
-waits for it). The model makes millions of short CPU uses, nearly all uncontended, so
-those two events were about a third of its run time (``make bench``,
-docs/PERFORMANCE.md).
+waits for it). ``Cpu`` skips both when a core is free, and the Release when a use
+queued. The model makes millions of short CPU uses, so those events were about a third
+of its run time (``make bench``, docs/PERFORMANCE.md).
 
 :meth:`Cpu.acquire` and :meth:`Cpu.free` keep the Resource's semantics and skip those
 events:
@@ -16,11 +16,15 @@ events:
 * ``free(grant)`` removes the user and, if requests are queued, grants the head at the
   same simulated instant, as a Release's callback would.
 
-A queued request is granted exactly when a plain Resource grants it (the same instant,
-FIFO), and no process ever waited on the skipped events, so a run's results are
-identical to a plain Resource's (tests/sim/test_cpu.py). ``users``, ``queue``,
-``count`` and ``capacity`` mean what they mean on any Resource; ``request()`` and
-``release()`` still work and may be mixed with ``acquire``/``free``.
+A queued request is granted at the instant a plain Resource grants it, in the same FIFO
+order, and no process ever waited on the skipped events. One thing differs by design:
+``free()`` grants the head of the queue at once, where a plain Resource does it when
+the Release event is processed, later *within the same instant*; a process woken by an
+event scheduled in between could then run in the other order. The model's runs, with
+exponential and with deterministic service times, come out identical table by table
+(tests/sim/test_cpu.py). ``users``, ``queue``, ``count`` and ``capacity`` mean what they
+mean on any Resource; ``request()`` and ``release()`` still work beside
+``acquire``/``free`` (``acquire`` never takes a core ahead of a queued request).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ class Cpu(simpy.Resource):
 
     def acquire(self) -> Request | None:
         """Take a core: None if one was free (taken now), else a queued Request to yield."""
-        if len(self.users) < self.capacity:  # queued requests exist only while every core is busy
+        if len(self.users) < self.capacity and not self.put_queue:  # never ahead of a queued request
             self.users.append(_GRANTED)
             return None
         return self.request()
