@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
             metas.append(meas)
             sims.append(sim)
         crash = (metas[0], sims[0]) if metas else (None, None)  # the figure shows the first run
-        pooled = v.pool_crash(metas, sims) if len(metas) == repeat else (None, None)
+        pooled = v.pool_crash(metas, sims) if metas else (None, None)  # a failed run is reported above
         rows += v.crash_rows(crash_t, crash_clients, *pooled)
     elapsed = time.monotonic() - started
     doc = {"calibration": calibration, "scenario": base.to_dict(), "levels": v.LEVELS, "repeat": repeat,

@@ -161,20 +161,29 @@ class Case:
 @dataclass
 class Pooled:
     """Several runs of one case (seeds ``seed``, ``seed + 1``, ...) as one: latency
-    statistics over every run's messages together, every other number the mean of the
-    runs' values; ``each`` keeps the runs' own summaries."""
+    statistics over every run's messages together, every other value pooled as
+    :func:`_mean_of` says; ``each`` keeps the runs' own summaries."""
     summary: dict[str, Any]
     messages: Any
     each: list[dict[str, Any]]
 
 
-def _mean_of(values: list[Any]) -> Any:
+#: Counts pooled by summing (one lost message in three runs is 1, not 0.33).
+SUMMED = ("messages_lost", "messages_duplicated", "messages_undelivered_unacked", "clients_not_reconnected",
+          "send_failures", "duplicates_after_dedup", "duplicates_dropped_by_client")
+
+
+def _mean_of(values: list[Any], key: str = "") -> Any:
+    """The runs' values as one: dicts key by key, counts in SUMMED summed, other numbers
+    averaged, None if any run has None (a run that did not get a value must not be hidden
+    by the others), anything else (text, lists) only if every run agrees."""
     if all(isinstance(v, dict) for v in values):
-        return {k: _mean_of([v.get(k) for v in values]) for k in values[0]}
-    nums = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    if len(nums) != len(values):
-        return values[0]
-    return sum(nums) / len(nums)
+        return {k: _mean_of([v.get(k) for v in values], k) for k in values[0]}
+    if any(v is None for v in values):
+        return None
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return sum(values) if key in SUMMED else sum(float(v) for v in values) / len(values)
+    return values[0] if all(v == values[0] for v in values) else None
 
 
 def pool(results: list[Any]) -> Any:
@@ -211,29 +220,19 @@ def run_case(case: Case, redis_url: str | None, repeat: int = 1) -> None:
 
 @dataclass
 class PooledCrash:
-    """Several crash runs as one: messages lost and duplicated summed, other numbers the
-    mean of the runs'; ``each`` keeps the runs' own values."""
+    """Several crash runs as one (pooled as :func:`_mean_of` says); ``each`` keeps the
+    runs' own values."""
     crash: dict[str, Any] | None = None
     summary: dict[str, Any] | None = None
     each: list[dict[str, Any]] | None = None
-
-
-_SUMMED = ("messages_lost", "messages_duplicated")
 
 
 def pool_crash(meas: list[Any], sims: list[Any]) -> tuple[Any, Any]:
     """(measured, simulated) for crash_rows from several runs (the runs themselves for one)."""
     if len(meas) == 1:
         return meas[0], sims[0]
-
-    def merged(dicts: list[dict[str, Any]]) -> dict[str, Any]:
-        out = _mean_of(dicts)
-        for k in _SUMMED:
-            if k in out:
-                out[k] = sum(d.get(k) or 0 for d in dicts)
-        return out
-    return (PooledCrash(crash=merged([m.crash for m in meas]), each=[m.crash for m in meas]),
-            PooledCrash(summary=merged([r.summary for r in sims]), each=[r.summary for r in sims]))
+    return (PooledCrash(crash=_mean_of([m.crash for m in meas]), each=[m.crash for m in meas]),
+            PooledCrash(summary=_mean_of([r.summary for r in sims]), each=[r.summary for r in sims]))
 
 
 def run_crash_case(sc, transport: str, redis_url: str | None) -> tuple[Any, Any, str | None]:

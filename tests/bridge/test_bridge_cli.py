@@ -119,3 +119,7 @@ def test_pool_crash_sums_losses_and_averages_the_rest():
     assert s.summary["time_to_reconnect_all_s"] == 4.0 and m.each[1]["messages_lost"] == 2
     one_m, one_s = pool_crash(meas[:1], sims[:1])
     assert one_m is meas[0] and one_s is sims[0]
+    # a run in which not every client came back has no time to reconnect all: nor has the pool
+    stuck = NS(crash={"time_to_reconnect_all_s": None, "messages_lost": 0, "messages_duplicated": 0})
+    for order in ([meas[0], stuck], [stuck, meas[0]]):
+        assert pool_crash(order, sims)[0].crash["time_to_reconnect_all_s"] is None

@@ -105,6 +105,8 @@ def test_quantile_ci_covers_the_true_quantile_at_least_95_percent_of_the_time():
     for q, h in hits.items():
         assert h / 1000 >= 0.95 - 3 * 0.0069, (q, h)
     assert quantile_ci(rng.exponential(1.0, 20), 0.95) is None  # 20 draws cannot bound a p95
+    # exact order statistics: n = 20, median -> x(6) and x(15) (Conover, table A3)
+    assert quantile_ci(np.arange(1.0, 21.0), 0.5) == (6.0, 15.0)
     assert quantile_ci(np.array([]), 0.5) is None
     # more data, a narrower interval
     lo, hi = quantile_ci(rng.exponential(1.0, 10_000), 0.95)
