@@ -74,8 +74,7 @@ class WsSession:
         await self.chat.presence.touch(self.user, self.conn_id)
         stop = asyncio.Event()
         heartbeat = asyncio.create_task(
-            run_every(stop, self.chat.config.presence_heartbeat_s,
-                      lambda: self.chat.presence.touch(self.user, self.conn_id), "presence heartbeat"),
+            run_every(stop, self.chat.config.presence_heartbeat_s, self._touch, "presence heartbeat"),
             name=f"presence-heartbeat-{self.conn_id}")
         try:
             async for msg in self.ws:
@@ -96,6 +95,15 @@ class WsSession:
             await stop_all(stop, [heartbeat, *(t for t in (self._writer,) if t)])
             with contextlib.suppress(Exception):
                 await self.chat.presence.leave(self.user, self.conn_id)
+
+    async def _touch(self) -> None:
+        """One presence heartbeat. A failure (Redis away) is not this connection's problem:
+        the next beat retries, and presence shows offline at worst; logged at debug level
+        so that an outage does not log a traceback per connection per beat."""
+        try:
+            await self.chat.presence.touch(self.user, self.conn_id)
+        except Exception:
+            log.debug("presence heartbeat of %s failed", self.conn_id, exc_info=True)
 
     async def _frame(self, text: str) -> None:
         obj: Any = None
