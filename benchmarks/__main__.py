@@ -5,7 +5,7 @@ of bare SimPy loops that do the minimum events one request of each kind needs
 (see ``KIND_OF_CLASS``), run on the same mix of request kinds in the same
 process and the same run, with the ratio (target: the model costs at most 2x
 the bare loop per request). A second baseline runs the same bare loops on the
-model's own CPU class (``sim.cpu.Cpu``, which schedules two fewer events per CPU
+model's own CPU class (``sim.cpu.Cpu``, which schedules up to two fewer events per CPU
 use than a plain ``simpy.Resource``), so the table separates what the CPU class
 saves from what the model's bookkeeping costs. Then the wall time of the
 default `chatlab compare` scenario (target < 30 s), of 10,000 clients for

@@ -133,7 +133,7 @@ class HttpPool:
     HTTP/1.1 carries one request at a time on a connection, and the client can reuse it
     only once the response has arrived, so an upload that finds every connection busy
     opens another and pays the TCP connect. An idle one is reused longest-idle first
-    (aiohttp's pool, which the reference client uses), and one idle longer than
+    (aiohttp's pool since 3.11, which the reference client uses), and one idle longer than
     ``http_keepalive_s`` is closed. Connections are not told apart: which one a request
     takes does not change how many are open at any time."""
 
