@@ -162,7 +162,7 @@ class Case:
 class Pooled:
     """Several runs of one case (seeds ``seed``, ``seed + 1``, ...) as one: latency
     statistics over every run's messages together, every other value pooled as
-    :func:`_mean_of` says; ``each`` keeps the runs' own summaries."""
+    :func:`_pool_values` says; ``each`` keeps the runs' own summaries."""
     summary: dict[str, Any]
     messages: Any
     each: list[dict[str, Any]]
@@ -173,12 +173,12 @@ SUMMED = ("messages_lost", "messages_duplicated", "messages_undelivered_unacked"
           "send_failures", "duplicates_after_dedup", "duplicates_dropped_by_client")
 
 
-def _mean_of(values: list[Any], key: str = "") -> Any:
+def _pool_values(values: list[Any], key: str = "") -> Any:
     """The runs' values as one: dicts key by key, counts in SUMMED summed, other numbers
     averaged, None if any run has None (a run that did not get a value must not be hidden
     by the others), anything else (text, lists) only if every run agrees."""
     if all(isinstance(v, dict) for v in values):
-        return {k: _mean_of([v.get(k) for v in values], k) for k in values[0]}
+        return {k: _pool_values([v.get(k) for v in values], k) for k in values[0]}
     if any(v is None for v in values):
         return None
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
@@ -194,7 +194,7 @@ def pool(results: list[Any]) -> Any:
     if len(results) == 1:
         return results[0]
     messages = pd.concat([r.messages for r in results], ignore_index=True)
-    summary = _mean_of([r.summary for r in results])
+    summary = _pool_values([r.summary for r in results])
     summary["latency_ms"] = latency_stats(messages.loc[messages["in_window"], "latency_ms"].to_numpy(dtype=float))
     return Pooled(summary, messages, [r.summary for r in results])
 
@@ -220,7 +220,7 @@ def run_case(case: Case, redis_url: str | None, repeat: int = 1) -> None:
 
 @dataclass
 class PooledCrash:
-    """Several crash runs as one (pooled as :func:`_mean_of` says); ``each`` keeps the
+    """Several crash runs as one (pooled as :func:`_pool_values` says); ``each`` keeps the
     runs' own values."""
     crash: dict[str, Any] | None = None
     summary: dict[str, Any] | None = None
@@ -231,8 +231,8 @@ def pool_crash(meas: list[Any], sims: list[Any]) -> tuple[Any, Any]:
     """(measured, simulated) for crash_rows from several runs (the runs themselves for one)."""
     if len(meas) == 1:
         return meas[0], sims[0]
-    return (PooledCrash(crash=_mean_of([m.crash for m in meas]), each=[m.crash for m in meas]),
-            PooledCrash(summary=_mean_of([r.summary for r in sims]), each=[r.summary for r in sims]))
+    return (PooledCrash(crash=_pool_values([m.crash for m in meas]), each=[m.crash for m in meas]),
+            PooledCrash(summary=_pool_values([r.summary for r in sims]), each=[r.summary for r in sims]))
 
 
 def run_crash_case(sc, transport: str, redis_url: str | None) -> tuple[Any, Any, str | None]:
