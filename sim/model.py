@@ -145,21 +145,16 @@ class HttpPool:
 
     def acquire(self, now: float, keepalive: float, rec: Recorder) -> bool:
         """Take a connection for a request sent at *now*; True if it had to be opened."""
-        idle = self.idle
-        best = -1
-        for k in range(len(idle) - 1, -1, -1):
-            since, opened = idle[k]
-            if since > now:
-                continue  # its response is still on the way
-            if now - since > keepalive:
+        expired = [c for c in self.idle if now - c[0] > keepalive]
+        if expired:
+            for since, opened in expired:
                 rec.connection(opened, since + keepalive)  # timed out while idle
-                del idle[k]
-                best = best - 1 if best > k else best
-                continue
-            if best < 0 or since <= idle[best][0]:
-                best = k
-        if best >= 0:
-            self.busy.append(idle.pop(best)[1])
+            self.idle = [c for c in self.idle if now - c[0] <= keepalive]
+        free = [c for c in self.idle if c[0] <= now]  # not those whose answer is still on the way
+        if free:
+            longest_idle = min(free)
+            self.idle.remove(longest_idle)
+            self.busy.append(longest_idle[1])
             return False
         self.busy.append(now)
         return True
@@ -235,18 +230,18 @@ class HttpClient(Client):
     """Polls on one keep-alive connection; sends messages and receipts as POSTs from a pool
     of them (:class:`HttpPool`)."""
 
-    __slots__ = ("send_conn", "recv_conn", "polling_since")
+    __slots__ = ("upload_pool", "recv_conn", "polling_since")
 
     def __init__(self, model: "ChatModel", idx: int):
         super().__init__(model, idx)
-        self.send_conn = HttpPool()  # sends and receipts
+        self.upload_pool = HttpPool()  # sends and receipts
         self.recv_conn = HttpConnection()  # polls: one at a time
         self.polling_since = -1.0  # arrival of the poll the server is working on or holding
 
     def upload(self, kind: int, body: int) -> Upload:
         m = self.m
         env = m.env
-        new = self.send_conn.acquire(env.now, m.keepalive_s, m.rec)
+        new = self.upload_pool.acquire(env.now, m.keepalive_s, m.rec)
         delay = m.net.delay() + (m.net.connect_delay() if new else 0.0)
         yield env.timeout(delay)
         now = env.now
@@ -266,12 +261,12 @@ class HttpClient(Client):
         m.rec.down("send" if kind == MSG else "receipt", now, m.resp_hdr,
                    m.sizes.ack if kind == MSG else m.receipt_ack_bytes)
         m.rec.held(arrived, now)
-        self.send_conn.release(now + m.net.delay())  # reusable once the answer reaches the client
+        self.upload_pool.release(now + m.net.delay())  # reusable once the answer reaches the client
 
     def finish(self, end: float) -> None:
         if self.polling_since >= 0.0:  # still held when the run ends
             self.m.rec.held(self.polling_since, end)
-        self.send_conn.close(end, self.m.keepalive_s, self.m.rec)
+        self.upload_pool.close(end, self.m.keepalive_s, self.m.rec)
         self.recv_conn.close(end, self.m.keepalive_s, self.m.rec)
 
     def respond(self, name: str, arrived: float) -> list[LogEvent]:
