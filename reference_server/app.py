@@ -22,8 +22,10 @@ from aiohttp import web
 
 from chatcore import MAX_BODY_BYTES
 
+from .admission import Admission, LoopMonitor
 from .auth import Authenticator
 from .chat import ChatService
+from .clock import SYSTEM, Clock
 from .config import ServerConfig
 from .delivery import DeliveryService
 from .http_api import CHAT, METRICS, add_routes, error_middleware
@@ -40,12 +42,15 @@ log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 CONFIG: web.AppKey[ServerConfig] = web.AppKey("config", ServerConfig)
+#: Optional: the clock the server's rules use (tests put a FakeClock here).
+CLOCK: web.AppKey[Clock] = web.AppKey("clock", Clock)
 
 
-def create_app(config: ServerConfig, static_dir: Path = STATIC_DIR) -> web.Application:
+def create_app(config: ServerConfig, static_dir: Path = STATIC_DIR, clock: Clock = SYSTEM) -> web.Application:
     """An aiohttp application for *config*; nothing is opened until the app starts."""
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[error_middleware])
     app[CONFIG] = config
+    app[CLOCK] = clock
     app[METRICS] = Metrics()
     add_routes(app, static_dir)
     app.router.add_get("/ws", ws_handler)
@@ -58,8 +63,10 @@ async def _components(app: web.Application):  # type: ignore[no-untyped-def]
     """Open everything at start-up, close it in reverse order at clean-up."""
     config = app[CONFIG]
     metrics = app[METRICS]
-    store = await Store.open(config.database, retention=config.event_retention)
-    redis = connect(config.redis_url)
+    clock = app.get(CLOCK, SYSTEM)
+    store = await Store.open(config.database, retention=config.event_retention,
+                             synchronous=config.sqlite_synchronous)
+    redis = connect(config.redis_url, config.redis_max_connections, config.redis_pool_timeout_s)
     try:
         await redis.ping()
     except Exception as exc:
@@ -68,25 +75,49 @@ async def _components(app: web.Application):  # type: ignore[no-untyped-def]
         raise RuntimeError(f"--redis-url={config.redis_url}: Redis does not answer ({exc})") from None
     hub = Hub()
     queue = DeliveryQueue(redis, config.redis_prefix)
-    delivery = DeliveryService(config, store, queue, hub, metrics)
+    delivery = DeliveryService(config, store, queue, hub, metrics, clock)
     chat_ref: list[ChatService] = []
 
     async def announce(user: str, status: str, at_ms: int) -> None:
         await chat_ref[0].announce_presence(user, status, at_ms)
 
-    presence = Presence(redis, config.redis_prefix, config.presence_ttl_s, config.presence_heartbeat_s, announce)
+    presence = Presence(redis, config.redis_prefix, config.presence_ttl_s, config.presence_heartbeat_s,
+                        announce, clock)
     auth = Authenticator(store, config.scrypt_n, config.token_ttl_s)
-    chat = ChatService(config, store, auth, hub, presence, delivery, metrics)
+    monitor = LoopMonitor(clock)
+    admission = None
+    if config.admission:
+        admission = Admission(clock, max_delivery_lag_s=config.admission_max_delivery_lag_ms / 1000,
+                              max_commit_wait_s=config.admission_max_commit_wait_ms / 1000,
+                              max_loop_lag_s=config.admission_max_loop_lag_ms / 1000,
+                              delivery_age=delivery.oldest_age, commit_age=store.committer.oldest_age,
+                              loop_lag=lambda: monitor.lag)
+    chat = ChatService(config, store, auth, hub, presence, delivery, metrics, admission, clock)
     chat_ref.append(chat)
     app[CHAT] = chat
+
+    def collect(m: Metrics) -> None:
+        m.pushed_events, m.pushed_bytes = hub.events_pushed, hub.bytes_pushed
+        m.batch_jobs.set(store.committer.stats.jobs)
+        m.batches.set(store.committer.stats.batches)
+        if admission is not None:
+            for signal, n in admission.refused.items():
+                m.overloaded.set(n, signal=signal)
+    metrics.collectors.append(collect)
+
     await delivery.start()
+    monitor.start()
     stop = asyncio.Event()
-    sweeper = asyncio.create_task(run_every(stop, config.presence_sweep_s, presence.sweep, "presence sweep"),
-                                  name="presence-sweep")
+    loops = [asyncio.create_task(run_every(stop, config.presence_sweep_s, presence.sweep, "presence sweep"),
+                                 name="presence-sweep"),
+             asyncio.create_task(run_every(stop, min(1.0, config.presence_heartbeat_s / 4),
+                                           presence.refresh_local, "presence heartbeat"),
+                                 name="presence-heartbeat")]
     log.info("chat server: db=%s redis=%s epoch=%s", config.database, config.redis_url or "embedded",
              store.epoch)
     yield
-    await stop_all(stop, [sweeper])
+    await stop_all(stop, loops)
+    await monitor.stop()
     await delivery.stop()
     await redis.aclose()
     await store.close()
@@ -123,9 +154,9 @@ class RunningServer:
         await self.runner.cleanup()
 
 
-async def run_server(config: ServerConfig, static_dir: Path = STATIC_DIR) -> RunningServer:
+async def run_server(config: ServerConfig, static_dir: Path = STATIC_DIR, clock: Clock = SYSTEM) -> RunningServer:
     """Start the server in this event loop; returns once it accepts connections."""
-    runner = web.AppRunner(create_app(config, static_dir), access_log=None, shutdown_timeout=2.0,
+    runner = web.AppRunner(create_app(config, static_dir, clock), access_log=None, shutdown_timeout=2.0,
                            handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)

@@ -8,12 +8,14 @@ or a frame. Nothing here knows about aiohttp.
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Callable
 from typing import Any
 
 from chatcore import Cursor, poll_response
 
+from .admission import Admission
 from .auth import Authenticator
+from .clock import SYSTEM, Clock
 from .config import ServerConfig
 from .delivery import DeliveryService
 from .errors import ApiError, not_found
@@ -21,25 +23,32 @@ from .hub import Hub
 from .metrics import Metrics
 from .payloads import Credentials, ReceiptRequest, SendRequest
 from .presence import Presence
-from .store import Expired, Page, Store
+from .store import Expired, Item, Page, Store, Stored
 
 
 class TokenBucket:
-    """``rate`` tokens per second, at most ``burst`` saved up."""
+    """``rate`` tokens per second, at most ``burst`` saved up, on an injected clock."""
 
-    def __init__(self, rate: float, burst: int) -> None:
+    __slots__ = ("rate", "burst", "tokens", "stamp", "clock")
+
+    def __init__(self, rate: float, burst: int, clock: Clock) -> None:
         self.rate, self.burst = rate, float(burst)
         self.tokens = float(burst)
-        self.stamp = time.monotonic()
+        self.clock = clock
+        self.stamp = clock.monotonic()
 
     def take(self) -> bool:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
         if self.tokens >= 1.0:
             self.tokens -= 1.0
             return True
         return False
+
+    def wait_s(self) -> float:
+        """Seconds until one token is available (0 if one is)."""
+        return max(0.0, (1.0 - self.tokens) / self.rate)
 
 
 def cursor_expired(current: Cursor) -> ApiError:
@@ -48,9 +57,19 @@ def cursor_expired(current: Cursor) -> ApiError:
                     "history: reload history, then continue from 'cursor'", cursor=str(current))
 
 
+#: What a write's caller is told when its commit is done: ``(answer, None)`` or ``(None, error)``.
+Reply = Callable[[dict[str, Any] | None, ApiError | None], None]
+
+
+def unavailable() -> ApiError:
+    """503: the server failed (a database error); the client should retry."""
+    return ApiError(503, "unavailable", "server error; retry later")
+
+
 class ChatService:
     def __init__(self, config: ServerConfig, store: Store, auth: Authenticator, hub: Hub,
-                 presence: Presence, delivery: DeliveryService, metrics: Metrics) -> None:
+                 presence: Presence, delivery: DeliveryService, metrics: Metrics,
+                 admission: Admission | None = None, clock: Clock = SYSTEM) -> None:
         self.config = config
         self.store = store
         self.auth = auth
@@ -58,6 +77,8 @@ class ChatService:
         self.presence = presence
         self.delivery = delivery
         self.metrics = metrics
+        self.admission = admission
+        self.clock = clock
         self._buckets: dict[str, TokenBucket] = {}
 
     # --- accounts ----------------------------------------------------------------
@@ -72,36 +93,79 @@ class ChatService:
     def _rate_limit(self, user: str) -> None:
         bucket = self._buckets.get(user)
         if bucket is None:
-            bucket = self._buckets[user] = TokenBucket(self.config.rate_per_s, self.config.rate_burst)
+            bucket = self._buckets[user] = TokenBucket(self.config.rate_per_s, self.config.rate_burst, self.clock)
         if not bucket.take():
             raise ApiError(429, "rate_limited", f"more than {self.config.rate_per_s:g} requests/s "
-                           f"(burst {self.config.rate_burst}): slow down and resend")
+                           f"(burst {self.config.rate_burst}): slow down and resend",
+                           retry_after_ms=max(1, round(bucket.wait_s() * 1000)))
+
+    def _admit(self, user: str) -> None:
+        """The checks before a send is queued: the user's rate, then the server's load."""
+        self._rate_limit(user)
+        if self.admission is not None:
+            self.admission.check()
+
+    def _committed(self, reply: Reply) -> Callable[[Stored | None, BaseException | None], None]:
+        """The commit callback of a write: queue its fan-out (in commit order, on the event
+        loop), then answer."""
+        def done(stored: Stored | None, exc: BaseException | None) -> None:
+            if exc is not None:
+                reply(None, exc if isinstance(exc, ApiError) else unavailable())
+                return
+            assert stored is not None
+            if stored.item is not None:
+                self.delivery.enqueue(stored.item)
+            reply(stored.answer, None)
+        return done
+
+    def submit_send(self, user: str, req: SendRequest, reply: Reply) -> None:
+        """Store the message (or find the one with the same client_msg_id) and queue its
+        fan-out; *reply* gets the ack body (chatcore.ack_body) after the commit. Refusals
+        before anything is queued (rate, overload) raise :class:`ApiError` at once."""
+        self._admit(user)
+        self.store.submit_message(user, req, self.clock.wall_ms(), self._committed(reply))
+
+    def submit_receipt(self, user: str, req: ReceiptRequest, reply: Reply) -> None:
+        """Advance *user*'s delivered/read watermark; the senders get a receipt event.
+        Receipts are rate-limited per user but not refused for overload: there are at most
+        as many as deliveries, so refusing sends is what sheds their load too."""
+        self._rate_limit(user)
+        self.store.submit_receipt(user, req, self.clock.wall_ms(), self._committed(reply))
+
+    async def _wait(self, submit: Callable[[Reply], None]) -> dict[str, Any]:
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+        def reply(answer: dict[str, Any] | None, exc: ApiError | None) -> None:
+            if fut.done():
+                return
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(answer or {})
+        submit(reply)
+        return await fut
 
     async def send(self, user: str, req: SendRequest) -> dict[str, Any]:
-        """Store the message (or find the one with the same client_msg_id) and queue its
-        fan-out. Returns the ack body (chatcore.ack_body)."""
-        self._rate_limit(user)
-        stored = await self.store.add_message(user, req, _now_ms())
-        if stored.item is not None:
-            await self.delivery.enqueue(stored.item, stored.outbox_id)
-        return stored.answer
+        """:meth:`submit_send`, awaited: returns the ack body."""
+        return await self._wait(lambda reply: self.submit_send(user, req, reply))
 
     async def receipt(self, user: str, req: ReceiptRequest) -> dict[str, Any]:
-        """Advance *user*'s delivered/read watermark; the senders get a receipt event."""
-        self._rate_limit(user)
-        stored = await self.store.add_receipt(user, req, _now_ms())
-        if stored.item is not None:
-            await self.delivery.enqueue(stored.item, stored.outbox_id)
-        return stored.answer
+        """:meth:`submit_receipt`, awaited: returns the stored watermark."""
+        return await self._wait(lambda reply: self.submit_receipt(user, req, reply))
 
     async def create_group(self, user: str, members: list[str]) -> dict[str, Any]:
         self._rate_limit(user)
-        conv = await self.store.create_group(user, members, _now_ms())
+        conv = await self.store.create_group(user, members, self.clock.wall_ms())
         return {"conversation": conv, "members": sorted(set(members) | {user})}
 
     async def announce_presence(self, user: str, status: str, at_ms: int) -> None:
-        """Presence callback: queue the change for fan-out to the user's contacts."""
-        await self.delivery.enqueue({"kind": "presence", "user": user, "status": status, "at": at_ms})
+        """Presence callback: store the change in the outbox and queue its fan-out to the
+        user's contacts (returns without waiting for the commit)."""
+        def done(item: Item | None, exc: BaseException | None) -> None:
+            if item is not None:
+                self.delivery.enqueue(item)
+            # A failed commit loses this presence change, as a change in flight may be.
+        self.store.submit_presence(user, status, at_ms, done)
 
     # --- reads -------------------------------------------------------------------------
     async def history(self, user: str, conversation: str, before: int | None, limit: int) -> dict[str, Any]:
@@ -146,7 +210,3 @@ class ChatService:
         if isinstance(page, Expired):
             raise cursor_expired(page.current)
         return poll_response(page.events, str(page.cursor))
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

@@ -84,6 +84,8 @@ class ChatClient:
         #: Successful (re)connections of the receive loop; polls count their first success.
         self.connects = 0
         self.duplicates_dropped = 0
+        #: Sends and receipts the server refused with 429 and this client resent later.
+        self.refusals = 0
         self._session = session
         self._own_session = session is None
         self._seen: set[tuple[str, int]] = set()
@@ -92,6 +94,7 @@ class ChatClient:
         self._ws: Any = None
         self._ready = asyncio.Event()  # WebSocket resumed and open
         self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     # --- plumbing ------------------------------------------------------------------
     @property
@@ -123,16 +126,28 @@ class ChatClient:
             raise ChatError(status, data)
         return data
 
+    def _retry_after(self, exc: ChatError) -> float | None:
+        """Seconds to wait before resending after a 429 (rate limited or overloaded): the
+        server's ``retry_after_ms`` stretched by up to half again at random, so clients that
+        were refused together do not come back together. None for other errors."""
+        if exc.status != 429:
+            return None
+        ms = exc.body.get("retry_after_ms")
+        base = ms / 1000 if isinstance(ms, (int, float)) and ms > 0 else self.backoff.base
+        return base * (1.0 + 0.5 * self.backoff.rng.random())
+
     async def _with_retries(self, method: str, path: str, body: Any = None) -> Any:
-        """A request retried with backoff on transient failures (sends are idempotent by
-        client_msg_id, receipts by watermark), re-logging in once on 401."""
+        """A request retried with backoff on transient failures and after a 429's
+        ``retry_after_ms`` (sends are idempotent by client_msg_id, receipts by watermark),
+        re-logging in once on 401."""
         backoff = Backoff(self.backoff.policy, self.backoff.base, self.backoff.cap, self.backoff.rng)
         relogged = False
         for attempt in range(self.send_attempts):
+            last = attempt == self.send_attempts - 1
             try:
                 return await self._request(method, path, body, timeout=self.send_timeout)
             except _Retry:
-                if attempt == self.send_attempts - 1:
+                if last:
                     raise ChatError(503, {"error": "unavailable", "message": "server unreachable"}) from None
                 await asyncio.sleep(backoff.next_delay())
             except ChatError as exc:
@@ -140,7 +155,11 @@ class ChatClient:
                     relogged = True
                     await self.login()
                     continue
-                raise
+                wait = self._retry_after(exc)
+                if wait is None or last:
+                    raise
+                self.refusals += 1
+                await asyncio.sleep(wait)
         raise AssertionError("unreachable")
 
     # --- account -------------------------------------------------------------------
@@ -209,6 +228,8 @@ class ChatClient:
         for fut in self._acks.values():
             if not fut.done():
                 fut.cancel()
+        for task in list(self._background):
+            task.cancel()
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None
@@ -257,6 +278,16 @@ class ChatClient:
             self.on_event(event, t)
         for q in self._subscribers:
             q.put_nowait((event, t))
+
+    def _later(self, delay: float, coro: Any) -> None:
+        """Run *coro* after *delay* seconds in the background (kept until it ends)."""
+        async def run() -> None:
+            await asyncio.sleep(delay)
+            with contextlib.suppress(ChatError, _Retry):
+                await coro
+        task = asyncio.ensure_future(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _cursor_lost(self, current: str) -> None:
         self.gaps += 1
@@ -342,9 +373,15 @@ class ChatClient:
                     if fut is not None and not fut.done():
                         fut.set_result({k: v for k, v in frame.items() if k != "type"})
                 elif kind == "error":
+                    err = ChatError(_WS_ERROR_STATUS.get(frame["error"], 400), frame)
                     fut = self._acks.get(frame.get("client_msg_id", ""))
                     if fut is not None and not fut.done():
-                        fut.set_exception(ChatError(_WS_ERROR_STATUS.get(frame["error"], 400), frame))
+                        fut.set_exception(err)
+                    elif "up_to" in frame and (wait := self._retry_after(err)) is not None:
+                        self.refusals += 1  # a refused receipt: send it again later, over HTTP
+                        self._later(wait, self._with_retries(
+                            "POST", "/api/receipts", receipt_request(frame["conversation"], frame["up_to"],
+                                                                     frame["status"])))
         finally:
             self._ready.clear()
         if ws.close_code == 4001:
@@ -357,7 +394,7 @@ class ChatClient:
         if fut is None or fut.done():
             fut = self._acks[cmid] = asyncio.get_running_loop().create_future()
         try:
-            for _ in range(self.send_attempts):
+            for attempt in range(self.send_attempts):
                 try:
                     await asyncio.wait_for(self._ready.wait(), self.send_timeout)
                     ws = self._ws
@@ -367,6 +404,13 @@ class ChatClient:
                     return await asyncio.wait_for(asyncio.shield(fut), self.send_timeout)
                 except (asyncio.TimeoutError, ConnectionClosed):
                     continue  # resend the same client_msg_id: the server de-duplicates
+                except ChatError as exc:
+                    wait = self._retry_after(exc)
+                    if wait is None or attempt == self.send_attempts - 1:
+                        raise
+                    self.refusals += 1
+                    fut = self._acks[cmid] = asyncio.get_running_loop().create_future()
+                    await asyncio.sleep(wait)
             raise ChatError(503, {"error": "unavailable", "message": f"no ack after {self.send_attempts} tries"})
         finally:
             self._acks.pop(cmid, None)

@@ -26,6 +26,13 @@ class ServerConfig:
     db_path: Path | None = None
     #: permessage-deflate on WebSockets. Off by default: it costs CPU on every frame.
     ws_compression: bool = False
+    #: SQLite ``synchronous``: FULL syncs every group commit, so an ack survives a power loss;
+    #: NORMAL survives a crash of the process but may lose the last commits to a power cut.
+    sqlite_synchronous: str = "FULL"
+    #: Redis client connections; a burst beyond them waits up to ``redis_pool_timeout_s``
+    #: for a free one instead of failing (redis-py's default pool raises at once).
+    redis_max_connections: int = 64
+    redis_pool_timeout_s: float = 10.0
 
     # --- auth ---------------------------------------------------------------
     token_ttl_s: float = 24 * 3600.0
@@ -44,6 +51,15 @@ class ServerConfig:
     ws_send_queue_bytes: int = 1024 * 1024
     #: WebSocket ping interval; a peer that does not answer is closed (aiohttp heartbeat).
     ws_ping_interval_s: float = 25.0
+
+    # --- admission control (admission.py): refuse writes the system cannot deliver in time
+    admission: bool = True
+    #: Oldest accepted item not yet fanned out (committed, queued, not in the logs yet).
+    admission_max_delivery_lag_ms: float = 250.0
+    #: Oldest write still waiting for its group commit.
+    admission_max_commit_wait_ms: float = 250.0
+    #: How late the event loop runs a timer: on one core, the first sign of more work than CPU.
+    admission_max_loop_lag_ms: float = 100.0
 
     # --- rate limit: token bucket per user over sends and receipts ---------------
     rate_per_s: float = 20.0
@@ -89,6 +105,12 @@ class ServerConfig:
             ("presence_sweep_s", self.presence_sweep_s > 0, "expected > 0"),
             ("queue_max_deliveries", self.queue_max_deliveries >= 1, "expected >= 1"),
             ("event_retention", self.event_retention >= 1, "expected >= 1"),
+            ("sqlite_synchronous", self.sqlite_synchronous in ("FULL", "NORMAL"), "expected FULL or NORMAL"),
+            ("redis_max_connections", self.redis_max_connections >= 2, "expected >= 2"),
+            ("redis_pool_timeout_s", self.redis_pool_timeout_s > 0, "expected > 0"),
+            ("admission_max_delivery_lag_ms", self.admission_max_delivery_lag_ms > 0, "expected > 0"),
+            ("admission_max_commit_wait_ms", self.admission_max_commit_wait_ms > 0, "expected > 0"),
+            ("admission_max_loop_lag_ms", self.admission_max_loop_lag_ms > 0, "expected > 0"),
         ]
         for name, ok, allowed in checks:
             if not ok:

@@ -1,20 +1,33 @@
-"""The delivery service: reads the queue, appends each item's events to the recipients'
-logs, pushes them to live connections, and only then acknowledges the entry.
+"""The delivery service: queues committed items, reads them back through the consumer
+group, appends their events to the recipients' logs, pushes them to live connections,
+and only then acknowledges the entry.
+
+Batching, end to end:
+
+* **Producing.** Items committed by one group commit reach :meth:`enqueue` in one
+  event-loop turn; a single publisher task sends everything waiting as ONE stream
+  entry (XADD). While that XADD is in flight the next items collect, so the entries
+  grow with the load.
+* **Consuming.** One consumer reads up to ``queue_batch`` entries per XREADGROUP, fans
+  all their items out in ONE transaction (one savepoint per item), publishes the events
+  to the hub, then XACKs (+XDEL) every entry whose items all succeeded, in one pipeline.
 
 Failure handling, in order of likelihood:
 
 * The push cannot fail in a way that loses data: the event is committed before it is
   pushed, and a connection that misses it reads it from the log.
-* SQLite or Redis errors leave the entry pending; the reclaimer (XAUTOCLAIM) hands it
-  out again after the visibility timeout. Fan-out is idempotent, so a retry appends
-  nothing twice (at-least-once + de-duplication).
-* An entry that keeps failing is a poison message: after ``queue_max_deliveries``
-  attempts it moves to the dead-letter stream.
+* An item whose fan-out fails leaves its entry pending; the reclaimer (XAUTOCLAIM) hands
+  the entry out again after the visibility timeout. Fan-out is idempotent (an item whose
+  outbox row is gone is done), so a retry appends nothing twice. After
+  ``queue_max_deliveries`` attempts the failing items go to the dead-letter stream.
 * An outbox row whose XADD failed (or that a crashed process left behind) is queued
-  again by the reclaimer.
+  again by the reclaimer once it is older than the visibility timeout.
+* Redis restarted empty (the group is gone: NOGROUP): the group is created again at 0
+  and the whole outbox is queued again. Nothing acknowledged to a client is lost,
+  because the outbox is in SQLite.
 
 Waiting for work: XREADGROUP is called without BLOCK. The producer is this process, so
-:meth:`enqueue` wakes the consumer at once; with nothing to do it asks Redis again every
+the publisher wakes the consumer at once; with nothing to do it asks Redis again every
 ``queue_poll_ms`` (entries from other producers, or left from before a restart). This
 also avoids fakeredis's emulation of blocking reads, which does not survive cancelling
 the reader at shutdown.
@@ -24,15 +37,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
-from typing import Any
 
+from .clock import SYSTEM, Clock
 from .config import ServerConfig
 from .hub import Hub
 from .metrics import Metrics
-from .queue import DeliveryQueue, Entry
-from .store import Store
+from .queue import DeliveryQueue, Entry, GroupLost
+from .store import Item, Store
 from .tasks import run_every, sleep_unless, stop_all
 
 log = logging.getLogger(__name__)
@@ -40,77 +52,159 @@ log = logging.getLogger(__name__)
 
 class DeliveryService:
     def __init__(self, config: ServerConfig, store: Store, queue: DeliveryQueue, hub: Hub,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, clock: Clock = SYSTEM) -> None:
         self.config = config
         self.store = store
         self.queue = queue
         self.hub = hub
         self.metrics = metrics
+        self.clock = clock
         self.consumer = f"node-{uuid.uuid4().hex[:8]}"
-        self._queued_outbox: set[int] = set()  # outbox rows this process has XADDed
+        #: Outbox rows this process has queued (or is about to): the periodic re-queue skips them.
+        self._queued_outbox: set[int] = set()
+        #: Items waiting for the publisher, and the event that wakes it.
+        self._to_publish: list[Item] = []
+        self._publish_wakeup = asyncio.Event()
+        #: Outbox rows accepted here and not yet fanned out -> when they were enqueued
+        #: (monotonic), oldest first: the admission rule reads the oldest's age.
+        self._inflight: dict[int, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._wakeup = asyncio.Event()
         self._stop = asyncio.Event()
+        #: Monotonic time of the consumer's last successful read (None before the first).
+        self.last_read_ok: float | None = None
 
     # --- life cycle ------------------------------------------------------------
     async def start(self) -> None:
         """Create the consumer group (at 0), queue leftover outbox rows, start the loops."""
         await self.queue.ensure_group()
-        await self._requeue_outbox()
         self._stop.clear()
+        await self._requeue_outbox(None)
         self._tasks = [
+            asyncio.create_task(self._publisher(), name="delivery-publish"),
             asyncio.create_task(self._consume(), name="delivery-consume"),
             asyncio.create_task(run_every(self._stop, self.config.queue_reclaim_every_s, self._reclaim_pass,
                                           "reclaim pass"), name="delivery-reclaim")]
 
     async def stop(self) -> None:
         self._wakeup.set()
+        self._publish_wakeup.set()
         await stop_all(self._stop, self._tasks)
         self._tasks = []
 
-    # --- producing ---------------------------------------------------------------
-    async def enqueue(self, item: dict[str, Any], outbox_id: int | None = None) -> None:
-        """Queue *item* (already committed when it has an outbox row). A Redis failure is
-        logged, not raised: the outbox row stays and the reclaimer queues it later."""
-        try:
-            await self.queue.publish(item, outbox_id)
-            self._wakeup.set()
-        except Exception:
-            log.exception("XADD failed; outbox row %s will be queued again", outbox_id)
-            return
-        if outbox_id is not None:
-            self._queued_outbox.add(outbox_id)
+    # --- state the admission rule and /healthz read -------------------------------------
+    def backlog(self) -> int:
+        """Items accepted by this process and not yet fanned out."""
+        return len(self._inflight)
 
-    async def _requeue_outbox(self) -> None:
-        for outbox_id, item in await self.store.pending_outbox():
-            if outbox_id not in self._queued_outbox:
-                await self.enqueue(item, outbox_id)
+    def oldest_age(self, now: float) -> float:
+        """Seconds the oldest item accepted here has waited for its fan-out (0 if none)."""
+        for t in self._inflight.values():
+            return now - t
+        return 0.0
+
+    def healthy(self, now: float) -> bool:
+        """The consumer read the queue recently (it polls every ``queue_poll_ms`` when idle)."""
+        limit = 2.0 + 4 * self.config.queue_poll_ms / 1000
+        return self.last_read_ok is not None and now - self.last_read_ok < limit
+
+    # --- producing ---------------------------------------------------------------
+    def enqueue(self, item: Item) -> None:
+        """Queue *item* (already committed when it has an outbox row). Returns at once; the
+        publisher XADDs everything enqueued meanwhile as one entry."""
+        self._queued_outbox.add(item.outbox_id)
+        self._inflight.setdefault(item.outbox_id, self.clock.monotonic())
+        self._to_publish.append(item)
+        self._publish_wakeup.set()
+
+    async def _publisher(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            if not self._to_publish:
+                self._publish_wakeup.clear()
+                await self._publish_wakeup.wait()
+                continue
+            items, self._to_publish = self._to_publish, []
+            try:
+                await self.queue.publish(items)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The outbox rows stay; the reclaimer queues them again.
+                failures += 1
+                log.warning("XADD of %d items failed; their outbox rows will be queued again",
+                            len(items), exc_info=failures == 1)
+                for item in items:
+                    self._queued_outbox.discard(item.outbox_id)
+                await sleep_unless(self._stop, min(5.0, 0.1 * 2 ** failures))
+                continue
+            self._wakeup.set()
+
+    async def _requeue_outbox(self, created_before_ms: int | None) -> None:
+        for item in await self.store.pending_outbox(created_before_ms):
+            if item.outbox_id not in self._queued_outbox:
+                self.enqueue(item)
 
     # --- consuming -------------------------------------------------------------------
-    async def handle(self, entry: Entry) -> None:
-        """Fan out, push, then XACK. Raises if the fan-out or the XACK failed."""
-        appended = await self.store.fan_out(entry.item, entry.outbox_id)
-        for user, events in appended.items():
+    async def handle(self, entries: list[Entry]) -> int:
+        """Fan out every item of *entries* in one transaction, push the events, then XACK the
+        entries whose items all succeeded. Returns how many entries were acknowledged;
+        raises if the fan-out's commit or the XACK failed."""
+        items = [item for e in entries for item in e.items]
+        fan = await self.store.fan_out(items)
+        for user, events in fan.events.items():
             self.hub.publish(user, events)
-        await self.queue.ack([entry.entry_id])
-        if entry.outbox_id is not None:
-            self._queued_outbox.discard(entry.outbox_id)
-        queued_ms = int(entry.entry_id.split("-")[0])
-        self.metrics.delivery_latency.observe(max(0.0, time.time() - queued_ms / 1000.0))
+        failed = {index for index, _ in fan.failed}
+        done: list[str] = []
+        start = 0
+        for e in entries:
+            indices = range(start, start + len(e.items))
+            start += len(e.items)
+            if any(i in failed for i in indices):
+                if e.deliveries >= self.config.queue_max_deliveries:
+                    reasons = dict(fan.failed)
+                    await self._dead_letter(e, [(items[i], reasons[i]) for i in indices if i in failed])
+                else:
+                    log.warning("delivery of entry %s failed (attempt %d): %s", e.entry_id, e.deliveries,
+                                "; ".join(r for i, r in fan.failed if i in indices))
+                continue
+            done.append(e.entry_id)
+        for i, item in enumerate(items):
+            if i not in failed:
+                self._queued_outbox.discard(item.outbox_id)
+                self._inflight.pop(item.outbox_id, None)
+        await self.queue.ack(done)
+        now_ms = self.clock.wall_ms()
+        acked = set(done)
+        observe = self.metrics.delivery_latency.observe
+        for e in entries:
+            if e.entry_id in acked:
+                waited = max(0.0, (now_ms - e.queued_at_ms) / 1000.0)
+                for _ in e.items:  # one observation per item: a message, receipt or presence change
+                    observe(waited)
+        return len(done)
 
-    async def _attempt(self, entry: Entry) -> None:
-        if entry.deliveries > self.config.queue_max_deliveries:
-            log.error("dead-lettering %s after %d deliveries: %r", entry.entry_id, entry.deliveries, entry.item)
-            await self.queue.dead_letter(entry, "too many deliveries")
-            self.metrics.dead_letters.inc()
-            return
+    async def _dead_letter(self, entry: Entry, items: list[tuple[Item, str]]) -> None:
+        log.error("dead-lettering %d item(s) of %s after %d deliveries: %s", len(items), entry.entry_id,
+                  entry.deliveries, "; ".join(r for _, r in items))
+        await self.queue.dead_letter(entry, items)
+        outbox = [i.outbox_id for i, _ in items]
+        if outbox:
+            await self.store.drop_outbox(outbox)
+        for oid in outbox:
+            self._queued_outbox.discard(oid)
+            self._inflight.pop(oid, None)
+        self.metrics.dead_letters.inc(len(items))
+
+    async def _attempt(self, entries: list[Entry]) -> None:
         try:
-            await self.handle(entry)
+            await self.handle(entries)
         except asyncio.CancelledError:
             raise
         except Exception:
-            # Left pending: the reclaimer retries it after the visibility timeout.
-            log.exception("delivery of %s failed (attempt %d)", entry.entry_id, entry.deliveries)
+            # Left pending: the reclaimer retries after the visibility timeout.
+            log.exception("delivery of %d entries failed", len(entries))
 
     async def _consume(self) -> None:
         failures = 0
@@ -118,27 +212,51 @@ class DeliveryService:
             try:
                 self._wakeup.clear()
                 entries = await self.queue.read(self.consumer, self.config.queue_batch)
+                self.last_read_ok = self.clock.monotonic()
                 failures = 0
             except asyncio.CancelledError:
                 raise
+            except GroupLost:
+                await self._recover_group()
+                continue
             except Exception:
                 failures += 1
-                log.exception("XREADGROUP failed")
+                log.warning("XREADGROUP failed", exc_info=failures == 1)
                 await sleep_unless(self._stop, min(5.0, 0.1 * 2 ** failures))
                 continue
-            for entry in entries:
-                await self._attempt(entry)
-            if not entries:
+            if entries:
+                await self._attempt(entries)
+            else:
                 await sleep_unless(self._wakeup, self.config.queue_poll_ms / 1000)
 
+    async def _recover_group(self) -> None:
+        """Redis lost the consumer group (it restarted empty): create it again and queue
+        every outbox row once more. Entries Redis still had would be delivered again too;
+        the fan-out is idempotent."""
+        log.warning("the delivery queue's consumer group is gone (Redis restarted empty?): "
+                    "creating it again and re-queueing the outbox")
+        self.metrics.group_recreated.inc()
+        try:
+            await self.queue.ensure_group()
+            self._queued_outbox.clear()
+            await self._requeue_outbox(None)
+        except Exception:
+            log.warning("re-creating the consumer group failed; retrying", exc_info=True)
+            await sleep_unless(self._stop, 1.0)
+
     async def _reclaim_pass(self) -> None:
-        await self.reclaim_once(int(self.config.queue_visibility_timeout_s * 1000))
-        await self._requeue_outbox()
+        try:
+            await self.reclaim_once(int(self.config.queue_visibility_timeout_s * 1000))
+        except GroupLost:
+            await self._recover_group()
+            return
+        visibility_ms = int(self.config.queue_visibility_timeout_s * 1000)
+        await self._requeue_outbox(self.clock.wall_ms() - visibility_ms)
 
     async def reclaim_once(self, idle_ms: int) -> int:
         """Claim entries idle for *idle_ms* and deliver (or dead-letter) them; returns how many."""
         entries = await self.queue.claim_idle(self.consumer, idle_ms, self.config.queue_batch)
-        for entry in entries:
-            await self._attempt(entry)
+        if entries:
+            await self._attempt(entries)
         self.metrics.queue_lag.set(await self.queue.lag())
         return len(entries)

@@ -47,6 +47,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = await handler(request)
     except ApiError as exc:
         response = json_response(exc.body(), exc.status)
+        retry_ms = exc.extra.get("retry_after_ms")
+        if isinstance(retry_ms, int):
+            response.headers["Retry-After"] = str(max(1, -(-retry_ms // 1000)))  # whole seconds, rounded up
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -177,12 +180,20 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """200 only when Redis answers, the delivery queue still has its consumer group and the
+    consumer has read it recently; else 503 naming what is wrong."""
     chat = request.app[CHAT]
+    delivery = chat.delivery
     try:
-        await chat.delivery.queue.redis.ping()
+        await delivery.queue.redis.ping()
+        has_group = await delivery.queue.has_group()
     except Exception as exc:
         return json_response({"status": "unavailable", "redis": str(exc)[:200]}, 503)
-    return json_response({"status": "ok", "epoch": chat.store.epoch})
+    if not has_group:
+        return json_response({"status": "unavailable", "delivery": "the queue's consumer group is missing"}, 503)
+    if not delivery.healthy(chat.clock.monotonic()):
+        return json_response({"status": "unavailable", "delivery": "the delivery consumer is not reading"}, 503)
+    return json_response({"status": "ok", "epoch": chat.store.epoch, "delivery_backlog": delivery.backlog()})
 
 
 def add_routes(app: web.Application, static_dir: Path) -> None:

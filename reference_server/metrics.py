@@ -8,6 +8,7 @@ frame overhead: the simulation adds those from its own model.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 
 
 Labels = tuple[tuple[str, str], ...]
@@ -97,11 +98,35 @@ class Metrics:
         self.rejected = Metric("chatlab_rejected_requests_total", "counter", "Refused requests per status")
         self.delivery_latency = Histogram(
             "chatlab_delivery_latency_seconds",
-            "From queue append to the event's fan-out being committed and pushed",
+            "Per queued item: from its queue append to its fan-out being committed and pushed",
             (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+        self.group_recreated = Metric("chatlab_queue_group_recreated_total", "counter",
+                                      "Times the delivery queue's consumer group was created again "
+                                      "(Redis lost it)")
+        self.overloaded = Metric("chatlab_admission_refused_total", "counter",
+                                 "Writes refused 429 overloaded, by the signal past its bound")
+        self.batch_jobs = Metric("chatlab_commit_jobs_total", "counter", "Writes committed by the group committer")
+        self.batches = Metric("chatlab_commit_batches_total", "counter", "Group commits (transactions)")
+        self._ws_frames_in = self._ws_bytes_in = self._ws_bytes_out = self._ws_events_out = 0
+        #: Live events the hub pushed to WebSockets and their bytes (set by a collector).
+        self.pushed_events = self.pushed_bytes = 0
+        #: Called before rendering, to copy counters kept elsewhere (hub, committer) in.
+        self.collectors: list[Callable[["Metrics"], None]] = []
         self.open_connections.set(0, transport="websocket")
         self.held_longpolls.set(0)
         self.queue_lag.set(0)
+
+    # --- WebSocket frames: plain integer counters on the hot path, folded into the
+    # labelled families when rendered -------------------------------------------------
+    def ws_received(self, nbytes: int) -> None:
+        """One text frame of *nbytes* received on a WebSocket."""
+        self._ws_frames_in += 1
+        self._ws_bytes_in += nbytes
+
+    def ws_sent(self, nbytes: int, events: int) -> None:
+        """*nbytes* of frames and *events* events sent on WebSockets (outside the hub's pushes)."""
+        self._ws_bytes_out += nbytes
+        self._ws_events_out += events
 
     def traffic(self, transport: str, bytes_in: int, bytes_out: int, events: int = 0) -> None:
         """Count one request (or frame) of *transport* and its body bytes."""
@@ -114,8 +139,15 @@ class Metrics:
             self.events_out.inc(events, transport=transport)
 
     def render(self) -> str:
+        for collect in self.collectors:
+            collect(self)
+        ws = {"transport": "websocket"}
+        self.requests.set(self._ws_frames_in, **ws)
+        self.bytes_in.set(self._ws_bytes_in, **ws)
+        self.bytes_out.set(self._ws_bytes_out + self.pushed_bytes, **ws)
+        self.events_out.set(self._ws_events_out + self.pushed_events, **ws)
         families: list[Metric | Histogram] = [
             self.requests, self.bytes_in, self.bytes_out, self.events_out, self.open_connections,
             self.held_longpolls, self.queue_lag, self.dead_letters, self.slow_consumers, self.rejected,
-            self.delivery_latency]
+            self.group_recreated, self.overloaded, self.batch_jobs, self.batches, self.delivery_latency]
         return "\n".join(line for f in families for line in f.render()) + "\n"

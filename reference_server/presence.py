@@ -11,18 +11,24 @@ Keys (``P`` = the configured prefix):
 A user is online while at least one of their connections is unexpired, so one device
 disconnecting never clears another device's presence. A closed WebSocket removes its
 member at once; a client that vanished expires after the TTL, found by a periodic
-sweep (a crashed node's presence can stay stale up to one TTL, REFERENCES.md).
-Defaults are Centrifugo's: 60 s TTL, 25 s refresh.
+sweep (a crashed node's presence can stay stale up to one TTL). Defaults are
+Centrifugo's: 60 s TTL, 25 s refresh.
+
+Heartbeats of this process's WebSockets are sent by one loop (:meth:`refresh_local`),
+not a task per connection: each connection is due one heartbeat after its last
+refresh, and its first one comes after a random fraction of the interval (as Discord
+delays its first heartbeat), so a reconnect storm does not become a heartbeat storm
+every interval after. The due connections go to Redis in one pipeline.
 
 Transitions of one user are serialised by an asyncio lock per user, which is enough for
-one server process (the SQLite store is per process anyway). Several processes would
-need the check-and-set in a Lua script.
+one server process. Several processes would need the check-and-set in a Lua script.
+Every time comes from the injected :class:`~reference_server.clock.Clock`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
+import random
 from collections import defaultdict
 from typing import Awaitable, Callable
 
@@ -30,21 +36,27 @@ import redis.asyncio as aioredis
 
 from chatcore import PresenceState
 
+from .clock import SYSTEM, Clock
+
 #: Called with (user, "online"|"offline", at_ms) when the announced state changes.
 Announce = Callable[[str, str, int], Awaitable[None]]
 
 
 class Presence:
     def __init__(self, redis: aioredis.Redis, prefix: str, ttl_s: float, heartbeat_s: float,
-                 announce: Announce) -> None:
+                 announce: Announce, clock: Clock = SYSTEM, rng: random.Random | None = None) -> None:
         self.redis = redis
         self._p = f"{prefix}:presence"
         self._online = f"{prefix}:presence:online"
         self.ttl_ms = int(ttl_s * 1000)
         self.heartbeat_ms = int(heartbeat_s * 1000)
         self._announce = announce
+        self.clock = clock
+        self._rng = rng or random.Random()
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._written: dict[tuple[str, str], int] = {}  # (user, conn) -> expiry last written
+        #: This process's WebSockets: conn_id -> (user, when its next heartbeat is due, ms).
+        self._local: dict[str, tuple[str, int]] = {}
 
     def _key(self, user: str) -> str:
         return f"{self._p}:{user}"
@@ -53,29 +65,60 @@ class Presence:
         """Connection *conn_id* of *user* is alive for another TTL (+ *extra_ms*, e.g. a
         long poll's hold). Cheap when called often: Redis is written at most once per
         heartbeat per connection unless the expiry moves further than that."""
-        now = _now_ms()
+        now = self.clock.wall_ms()
         expires = now + self.ttl_ms + extra_ms
         last = self._written.get((user, conn_id))
         if last is not None and expires - last < self.heartbeat_ms and last > now:
             return
         async with self._locks[user]:
-            await self.redis.zadd(self._key(user), {conn_id: expires})
-            was = await self.redis.zscore(self._online, user)
-            await self.redis.zadd(self._online, {user: expires}, gt=True)  # GT still adds a new member
+            async with self.redis.pipeline(transaction=False) as p:
+                p.zadd(self._key(user), {conn_id: expires})
+                p.zscore(self._online, user)
+                p.zadd(self._online, {user: expires}, gt=True)  # GT still adds a new member
+                _, was, _ = await p.execute()
             if was is None:
                 await self._announce(user, PresenceState.ONLINE.value, now)
         self._written[(user, conn_id)] = expires
 
+    async def join(self, user: str, conn_id: str) -> None:
+        """A WebSocket of *user* opened here: online now, kept alive by :meth:`refresh_local`
+        until :meth:`leave`."""
+        await self.touch(user, conn_id)
+        first = int(self.heartbeat_ms * self._rng.uniform(0.5, 1.0))
+        self._local[conn_id] = (user, self.clock.wall_ms() + first)
+
     async def leave(self, user: str, conn_id: str) -> None:
         """Connection *conn_id* closed; the user goes offline if it was the last one."""
+        self._local.pop(conn_id, None)
         self._written.pop((user, conn_id), None)
         async with self._locks[user]:
             await self.redis.zrem(self._key(user), conn_id)
             await self._settle(user)
 
+    async def refresh_local(self) -> int:
+        """One heartbeat for each of this process's WebSockets that is due; returns how many."""
+        now = self.clock.wall_ms()
+        due = [(c, u) for c, (u, at) in self._local.items() if at <= now]
+        if not due:
+            return 0
+        expires = now + self.ttl_ms
+        # XX: a heartbeat only extends what is there. A connection that closed (or a user
+        # announced offline) while this pipeline was on its way is not brought back.
+        async with self.redis.pipeline(transaction=False) as p:
+            for conn_id, user in due:
+                p.zadd(self._key(user), {conn_id: expires}, xx=True)
+                p.zadd(self._online, {user: expires}, xx=True, gt=True)
+            await p.execute()
+        nxt = now + self.heartbeat_ms
+        for conn_id, user in due:
+            if conn_id in self._local:  # not closed meanwhile
+                self._local[conn_id] = (user, nxt)
+                self._written[(user, conn_id)] = expires
+        return len(due)
+
     async def _settle(self, user: str) -> None:
         """Drop expired connections; announce offline if none is left (lock held)."""
-        now = _now_ms()
+        now = self.clock.wall_ms()
         key = self._key(user)
         await self.redis.zremrangebyscore(key, "-inf", now)
         newest = await self.redis.zrange(key, -1, -1, withscores=True)
@@ -88,28 +131,26 @@ class Presence:
     async def sweep(self) -> int:
         """Mark offline every announced user whose connections all expired. Returns how
         many users were checked."""
-        due = await self.redis.zrangebyscore(self._online, "-inf", _now_ms())
+        now = self.clock.wall_ms()
+        due = await self.redis.zrangebyscore(self._online, "-inf", now)
         for user in due:
             async with self._locks[user]:
                 await self._settle(user)
-        stale = [k for k, exp in self._written.items() if exp < _now_ms()]
+        stale = [k for k, exp in self._written.items() if exp < now]
         for k in stale:
             self._written.pop(k, None)
         return len(due)
 
     async def connections(self, user: str) -> int:
         """Unexpired connections of *user* (all devices)."""
-        return int(await self.redis.zcount(self._key(user), _now_ms(), "+inf"))
+        return int(await self.redis.zcount(self._key(user), self.clock.wall_ms(), "+inf"))
 
     async def status(self, users: list[str]) -> dict[str, str]:
         """``{user: "online"|"offline"}``: online iff an unexpired connection exists."""
-        now = _now_ms()
-        out = {}
-        for user in users:
-            alive = await self.redis.zcount(self._key(user), now, "+inf")
-            out[user] = PresenceState.ONLINE.value if alive else PresenceState.OFFLINE.value
-        return out
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+        now = self.clock.wall_ms()
+        async with self.redis.pipeline(transaction=False) as p:
+            for user in users:
+                p.zcount(self._key(user), now, "+inf")
+            counts = await p.execute()
+        return {user: (PresenceState.ONLINE.value if alive else PresenceState.OFFLINE.value)
+                for user, alive in zip(users, counts)}

@@ -1,17 +1,20 @@
 """The ordered delivery queue: one Redis Stream, read by the delivery service through a
 consumer group.
 
-* ``XADD`` appends an item (a JSON object naming what to fan out) after it is committed
-  to SQLite.
-* ``XREADGROUP ... >`` hands new entries to a consumer (without BLOCK: see delivery.py); the entry stays *pending* until
-  ``XACK``, which the delivery service sends only after the fan-out is committed and
-  pushed to the live connections.
+* ``XADD`` appends one entry per *batch* of items (the items one group commit made
+  durable, in commit order): the queue costs a few Redis commands per batch, not per
+  message.
+* ``XREADGROUP COUNT n ... >`` hands up to *n* new entries to a consumer (without BLOCK:
+  see delivery.py); an entry stays *pending* until ``XACK``, which the delivery service
+  sends only after the entry's fan-out is committed and pushed to the live connections.
 * ``XAUTOCLAIM`` takes over entries pending longer than the visibility timeout (a
-  consumer that died, or a push that failed), and the entry's delivery count tells a
-  poison message from an unlucky one: past ``max_deliveries`` it moves to a
-  dead-letter stream and is acknowledged.
+  consumer that died, or a fan-out that failed), and the entry's delivery count tells a
+  poison message from an unlucky one: past ``max_deliveries`` its failing items move to
+  a dead-letter stream and the entry is acknowledged.
 * The group is created at id ``0``, never ``$``: ``$`` would silently skip every entry
-  added before the group existed (REFERENCES.md, "Redis Streams as the queue").
+  added before the group existed. A Redis that lost the group (restarted empty)
+  answers NOGROUP; :class:`GroupLost` tells the delivery service to create it again and
+  to queue the outbox once more.
 """
 
 from __future__ import annotations
@@ -23,23 +26,44 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from .store import Item
+
 GROUP = "delivery"
+
+
+class GroupLost(Exception):
+    """Redis no longer has the stream's consumer group (it restarted without its data)."""
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One queue entry: its stream id, the outbox row it came from (or None), the item,
-    and how many times it has been handed out (1 on first delivery)."""
+    """One queue entry: its stream id, its items in commit order, and how many times it
+    has been handed out (1 on first delivery)."""
 
     entry_id: str
-    outbox_id: int | None
-    item: dict[str, Any]
+    items: list[Item]
     deliveries: int = 1
+
+    @property
+    def queued_at_ms(self) -> int:
+        """When it was appended (the stream id's time part)."""
+        return int(self.entry_id.split("-")[0])
+
+
+def encode_items(items: list[Item]) -> str:
+    return json.dumps([[i.outbox_id, i.body] for i in items], separators=(",", ":"))
+
+
+def decode_items(text: str) -> list[Item]:
+    return [Item(o, b) for o, b in json.loads(text)]
 
 
 def _entry(entry_id: str, fields: dict[str, str], deliveries: int = 1) -> Entry:
-    outbox = fields.get("outbox", "")
-    return Entry(entry_id, int(outbox) if outbox else None, json.loads(fields["item"]), deliveries)
+    return Entry(entry_id, decode_items(fields["items"]), deliveries)
+
+
+def _lost(exc: ResponseError) -> bool:
+    return "NOGROUP" in str(exc)
 
 
 class DeliveryQueue:
@@ -59,19 +83,23 @@ class DeliveryQueue:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def publish(self, item: dict[str, Any], outbox_id: int | None = None) -> str:
-        """Append *item*; returns the stream entry id."""
-        return await self.redis.xadd(self.stream, {"item": json.dumps(item),
-                                                   "outbox": "" if outbox_id is None else str(outbox_id)})
+    async def publish(self, items: list[Item]) -> str:
+        """Append one entry holding *items*; returns its stream id."""
+        return await self.redis.xadd(self.stream, {"items": encode_items(items)})
 
     async def read(self, consumer: str, count: int) -> list[Entry]:
-        """Up to *count* new entries for *consumer*, without waiting (no BLOCK: the delivery
-        service waits on its own wake-up instead, see delivery.py)."""
-        reply = await self.redis.xreadgroup(GROUP, consumer, {self.stream: ">"}, count=count)
+        """Up to *count* new entries for *consumer*, without waiting (the delivery service
+        waits on its own wake-up instead, see delivery.py). Raises :class:`GroupLost`."""
+        try:
+            reply = await self.redis.xreadgroup(GROUP, consumer, {self.stream: ">"}, count=count)
+        except ResponseError as exc:
+            if _lost(exc):
+                raise GroupLost(str(exc)) from None
+            raise
         return [_entry(eid, fields) for _, entries in (reply or []) for eid, fields in entries]
 
     async def ack(self, entry_ids: list[str]) -> None:
-        """Acknowledge and delete: the item is in SQLite now, the stream need not keep it."""
+        """Acknowledge and delete: the items are in SQLite now, the stream need not keep them."""
         if entry_ids:
             async with self.redis.pipeline(transaction=False) as p:
                 p.xack(self.stream, GROUP, *entry_ids)
@@ -80,8 +108,13 @@ class DeliveryQueue:
 
     async def claim_idle(self, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
         """Take over entries pending longer than *min_idle_ms*, with their delivery counts."""
-        reply = await self.redis.xautoclaim(self.stream, GROUP, consumer, min_idle_time=min_idle_ms,
-                                            start_id="0-0", count=count)
+        try:
+            reply = await self.redis.xautoclaim(self.stream, GROUP, consumer, min_idle_time=min_idle_ms,
+                                                start_id="0-0", count=count)
+        except ResponseError as exc:
+            if _lost(exc):
+                raise GroupLost(str(exc)) from None
+            raise
         claimed = [(eid, f) for eid, f in reply[1] if f]  # deleted entries come back empty
         gone = [eid for eid, f in reply[1] if not f]
         if gone:
@@ -93,12 +126,23 @@ class DeliveryQueue:
         counts = {p["message_id"]: int(p["times_delivered"]) for p in pending}
         return [_entry(eid, f, counts.get(eid, 1)) for eid, f in claimed]
 
-    async def dead_letter(self, entry: Entry, reason: str) -> None:
-        """Move a poison entry to the dead-letter stream and acknowledge it."""
-        await self.redis.xadd(self.dead, {"item": json.dumps(entry.item), "entry": entry.entry_id,
-                                          "deliveries": str(entry.deliveries), "reason": reason[:200]})
+    async def dead_letter(self, entry: Entry, items: list[tuple[Item, str]]) -> None:
+        """Move the poison *items* of *entry* to the dead-letter stream, then acknowledge it."""
+        async with self.redis.pipeline(transaction=False) as p:
+            for item, reason in items:
+                p.xadd(self.dead, {"item": json.dumps(item.body), "outbox": str(item.outbox_id), "entry": entry.entry_id,
+                                   "deliveries": str(entry.deliveries), "reason": reason[:200]})
+            await p.execute()
         await self.ack([entry.entry_id])
 
     async def lag(self) -> int:
         """Entries not yet acknowledged. Acknowledged entries are deleted, so this is XLEN."""
         return int(await self.redis.xlen(self.stream))
+
+    async def has_group(self) -> bool:
+        """Whether Redis still has the consumer group (for /healthz)."""
+        try:
+            groups: list[dict[str, Any]] = await self.redis.xinfo_groups(self.stream)
+        except ResponseError:
+            return False  # no such key: the stream (and its group) is gone
+        return any(g.get("name") == GROUP for g in groups)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio import BlockingConnectionPool
 
 _EMBEDDED: Any = None
 
@@ -24,11 +25,19 @@ def embedded_server() -> Any:
     return _EMBEDDED
 
 
-def connect(url: str | None) -> aioredis.Redis:
-    """A client for *url*, or for the embedded server when *url* is None. Replies are str."""
+def connect(url: str | None, max_connections: int = 64, pool_timeout_s: float = 10.0) -> aioredis.Redis:
+    """A client for *url*, or for the embedded server when *url* is None. Replies are str.
+
+    The pool holds at most *max_connections*; a command that finds them all busy waits up
+    to *pool_timeout_s* for one (``BlockingConnectionPool``) instead of failing at once, so
+    a burst of connects or polls queues for Redis rather than erroring."""
     if url is None:
         import fakeredis
 
-        return fakeredis.FakeAsyncRedis(server=embedded_server(), decode_responses=True)
-    return aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2,
-                                   health_check_interval=30)
+        return fakeredis.FakeAsyncRedis(server=embedded_server(), decode_responses=True,
+                                        connection_pool_class=BlockingConnectionPool,
+                                        max_connections=max_connections, timeout=pool_timeout_s)
+    pool = BlockingConnectionPool.from_url(url, decode_responses=True, socket_connect_timeout=2,
+                                           health_check_interval=30, max_connections=max_connections,
+                                           timeout=pool_timeout_s)
+    return aioredis.Redis(connection_pool=pool)

@@ -5,15 +5,18 @@ One :class:`WsSession` per connection:
 1. The first frame must be ``{"type":"auth","token":T}`` within ``ws_auth_timeout_s``,
    else close 4001. The token never travels in the URL.
 2. ``{"type":"resume","after":C}`` subscribes: the session attaches to the hub *first*
-   (so nothing committed from now on is missed), replays the log after ``C`` from
-   SQLite, sends ``resumed``, then a writer task pushes live events from the bounded
-   send queue. Anything both replayed and queued is skipped by sequence number; a gap
-   in the queue (events committed out of push order) is filled from SQLite, so the
-   client sees every event once and in order.
-3. ``send`` and ``receipt`` frames are the HTTP requests of the same name; a send is
-   answered with ``ack``, a refused frame with ``error`` (the connection stays open).
-4. A full send queue closes the connection with 4008 (slow consumer); the client
-   resumes from its cursor.
+   (so it learns of everything committed from now on), replays the log after ``C``,
+   sends ``resumed``, reads from the log whatever was pushed meanwhile, then goes live.
+   Anything both replayed and pushed is skipped by sequence number; a gap (events
+   committed out of push order) is read from the log, so the client sees every event
+   once and in order. Nothing is buffered per connection beyond the socket's own buffer.
+3. ``send`` and ``receipt`` frames are the HTTP requests of the same name. They are
+   pipelined: the session queues the write and reads the next frame at once; the ``ack``
+   (or ``error``) goes out after the write's group commit, in the order the frames came.
+4. Frames leave through the connection's :class:`~reference_server.hub.Sink` (one write
+   per event-loop turn). More than ``ws_send_queue_bytes`` waiting for a peer that does
+   not read closes the connection with 4008 (slow consumer); the client resumes from its
+   cursor.
 """
 
 from __future__ import annotations
@@ -31,10 +34,9 @@ from chatcore import MAX_BODY_BYTES, Cursor, encode
 from . import payloads
 from .chat import ChatService
 from .errors import ApiError, bad_request
-from .hub import Listener
+from .hub import Listener, Sink
 from .http_api import CHAT
-from .store import Expired
-from .tasks import run_every, stop_all
+from .store import Expired, Page
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,9 @@ TRANSPORT = "websocket"
 class WsSession:
     """One authenticated WebSocket of *user*."""
 
+    __slots__ = ("chat", "ws", "user", "conn_id", "sink", "listener", "_transport", "_tasks", "_slow",
+                 "_closing")
+
     def __init__(self, chat: ChatService, ws: web.WebSocketResponse, user: str,
                  transport: asyncio.BaseTransport | None) -> None:
         self.chat = chat
@@ -53,82 +58,102 @@ class WsSession:
         self.user = user
         self.conn_id = "ws:" + uuid.uuid4().hex[:16]
         self.listener: Listener | None = None
-        self.sent_seq = 0  # newest event sent on this connection
         self._transport = transport
-        self._writer: asyncio.Task[None] | None = None
-        self._closing: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slow: list[bytes] | None = None  # frames waiting for aiohttp's compressor
+        self._closing = False
+        cfg = chat.config
+        self.sink = Sink(transport, cfg.ws_send_queue_bytes, chat.hub.flusher, self._overflowed,
+                         send_slow=self._send_compressed if cfg.ws_compression else None)
 
-    async def send_obj(self, obj: dict[str, Any]) -> None:
+    def send_obj(self, obj: dict[str, Any]) -> None:
+        """Queue one frame; it leaves at the end of this event-loop turn."""
         data = encode(obj)
-        self.chat.metrics.bytes_out.inc(len(data), transport=TRANSPORT)
-        await self.ws.send_str(data.decode("utf-8"))
+        self.chat.metrics.ws_sent(len(data), 0)
+        self.sink.send(data)
 
-    async def error(self, exc: ApiError, frame: Any = None) -> None:
+    def error(self, exc: ApiError, frame: Any = None) -> None:
+        """An ``error`` frame; it names the refused request: a send by its ``client_msg_id``,
+        a receipt by its ``conversation``, ``up_to`` and ``status`` (so a client can resend
+        it after ``retry_after_ms``)."""
         body: dict[str, Any] = {"type": "error", **exc.body()}
-        if isinstance(frame, dict) and isinstance(frame.get("client_msg_id"), str):
-            body["client_msg_id"] = frame["client_msg_id"]
-        await self.send_obj(body)
+        if isinstance(frame, dict):
+            if isinstance(frame.get("client_msg_id"), str):
+                body["client_msg_id"] = frame["client_msg_id"]
+            elif frame.get("type") == "receipt":
+                for key in ("conversation", "up_to", "status"):
+                    if isinstance(frame.get(key), (str, int)) and not isinstance(frame.get(key), bool):
+                        body[key] = frame[key]
+        self.send_obj(body)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # --- main loop ---------------------------------------------------------------
     async def run(self) -> None:
-        await self.chat.presence.touch(self.user, self.conn_id)
-        stop = asyncio.Event()
-        heartbeat = asyncio.create_task(
-            run_every(stop, self.chat.config.presence_heartbeat_s, self._touch, "presence heartbeat"),
-            name=f"presence-heartbeat-{self.conn_id}")
+        presence = self.chat.presence
+        await presence.join(self.user, self.conn_id)
         try:
             async for msg in self.ws:
                 if msg.type == WSMsgType.TEXT:
-                    self.chat.metrics.traffic(TRANSPORT, len(msg.data.encode("utf-8")), 0)
-                    await self._frame(msg.data)
+                    raw = msg.data.encode("utf-8")
+                    self.chat.metrics.ws_received(len(raw))
+                    self._frame(raw)
                 elif msg.type == WSMsgType.BINARY:
-                    await self.error(bad_request("binary frames are not accepted: send JSON text"))
+                    self.error(bad_request("binary frames are not accepted: send JSON text"))
                 else:  # CLOSE / ERROR
                     break
         finally:
-            # Stopped by event as well as by cancel: a cancel that lands inside a Redis call
-            # can be swallowed (fakeredis reads through asyncio.wait_for, which on CPython
-            # 3.11 may drop a cancel that races a reply), and a heartbeat that went on
-            # touching would keep a closed connection online forever.
             if self.listener is not None:
-                self.chat.hub.detach(self.listener)  # the writer's queue returns None from now on
-            await stop_all(stop, [heartbeat, *(t for t in (self._writer,) if t)])
+                self.chat.hub.detach(self.listener)
+            self.sink.close()
+            for task in list(self._tasks):
+                task.cancel()
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=2.0)
             with contextlib.suppress(Exception):
-                await self.chat.presence.leave(self.user, self.conn_id)
+                await presence.leave(self.user, self.conn_id)
 
-    async def _touch(self) -> None:
-        """One presence heartbeat. A failure (Redis away) is not this connection's problem:
-        the next beat retries, and presence shows offline at worst; logged at debug level
-        so that an outage does not log a traceback per connection per beat."""
-        try:
-            await self.chat.presence.touch(self.user, self.conn_id)
-        except Exception:
-            log.debug("presence heartbeat of %s failed", self.conn_id, exc_info=True)
-
-    async def _frame(self, text: str) -> None:
+    def _frame(self, raw: bytes) -> None:
         obj: Any = None
         try:
-            obj = payloads.decode_json(text.encode("utf-8"))
+            obj = payloads.decode_json(raw)
             if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
                 raise bad_request("expected a JSON object with a string 'type'")
             fields = {k: v for k, v in obj.items() if k != "type"}
             kind = obj["type"]
             if kind == "send":
-                ack = await self.chat.send(self.user, payloads.parse_send(fields))
-                await self.send_obj({"type": "ack", **ack})
+                req = payloads.parse_send(fields)
+                self.chat.submit_send(self.user, req, self._on_ack(obj))
             elif kind == "receipt":
-                await self.chat.receipt(self.user, payloads.parse_receipt(fields))
+                self.chat.submit_receipt(self.user, payloads.parse_receipt(fields), self._on_receipt(obj))
             elif kind == "resume":
-                await self._resume(fields)
+                self._start_resume(fields)
             elif kind == "auth":
                 raise bad_request("already authenticated")
             else:
                 raise bad_request(f"type={kind!r}: expected send, receipt or resume")
         except ApiError as exc:
-            await self.error(exc, obj)
+            self.error(exc, obj)
+
+    def _on_ack(self, frame: dict[str, Any]) -> Any:
+        def reply(ack: dict[str, Any] | None, exc: ApiError | None) -> None:
+            if exc is not None:
+                self.error(exc, frame)
+            else:
+                self.send_obj({"type": "ack", **(ack or {})})
+        return reply
+
+    def _on_receipt(self, frame: dict[str, Any]) -> Any:
+        def reply(answer: dict[str, Any] | None, exc: ApiError | None) -> None:
+            if exc is not None:
+                self.error(exc, frame)  # a stored receipt gets no answer
+        return reply
 
     # --- resume and push ------------------------------------------------------------
-    async def _resume(self, fields: dict[str, Any]) -> None:
+    def _start_resume(self, fields: dict[str, Any]) -> None:
         if self.listener is not None:
             raise bad_request("already resumed on this connection; reconnect to resume elsewhere")
         unknown = set(fields) - {"after"}
@@ -138,60 +163,94 @@ class WsSession:
         if after_text is not None and not isinstance(after_text, str):
             raise bad_request("after: expected a cursor string or null")
         after: Cursor | None = payloads.parse_cursor(after_text)
-        store = self.chat.store
-        self.listener = Listener(self.user, self.conn_id, self.chat.config.ws_send_queue_bytes,
-                                 on_overflow=self._overflowed)
+        self.listener = Listener(self.user, self.sink, on_gap=lambda: self._spawn(self._catch_up()))
         self.chat.hub.attach(self.listener)  # before reading: nothing committed from now on is missed
-        recovered = True
-        while True:
-            page = await store.read_events(self.user, after, self.chat.config.poll_max_events)
-            if isinstance(page, Expired):
-                recovered = False
-                self.sent_seq = page.current.seq
-                break
-            for event in page.events:
-                await self.send_obj(event)
-            self.chat.metrics.events_out.inc(len(page.events), transport=TRANSPORT)
-            self.sent_seq = page.cursor.seq
-            after = page.cursor
-            if page.cursor.seq >= page.last_seq:
-                break
-        await self.send_obj({"type": "resumed", "recovered": recovered,
-                             "cursor": str(Cursor(store.epoch, self.sent_seq))})
-        self._writer = asyncio.create_task(self._push())
+        self._spawn(self._resume(after))
 
-    async def _push(self) -> None:
-        """Send queued live events in sequence order, filling gaps from the log."""
-        assert self.listener is not None
-        queue = self.listener.queue
-        while True:
-            item = await queue.get()
-            if item is None:
+    async def _resume(self, after: Cursor | None) -> None:
+        """Replay the log after *after*, say ``resumed``, then catch up and go live."""
+        listener = self.listener
+        assert listener is not None
+        store = self.chat.store
+        page = await store.read_events(self.user, after, self.chat.config.poll_max_events)
+        if isinstance(page, Expired):
+            listener.sent_seq = page.current.seq
+            self.send_obj({"type": "resumed", "recovered": False, "cursor": str(page.current)})
+        else:
+            listener.sent_seq = after.seq if after is not None else page.cursor.seq - len(page.events)
+            if not await self._send_page(page):
                 return
-            seq, text, nbytes = item
-            if seq <= self.sent_seq:
-                continue
-            if seq > self.sent_seq + 1:
-                missing = await self.chat.store.events_between(self.user, self.sent_seq, seq - 1)
-                if len(missing) != seq - 1 - self.sent_seq:  # trimmed meanwhile: cannot recover here
-                    self._overflowed()
-                    return
-                for _, event in missing:
-                    await self.send_obj(event)
-            self.chat.metrics.bytes_out.inc(nbytes, transport=TRANSPORT)
-            self.chat.metrics.events_out.inc(1, transport=TRANSPORT)
-            await self.ws.send_str(text)
-            self.sent_seq = seq
+            await self._catch_up(until_seq=page.last_seq)
+            self.send_obj({"type": "resumed", "recovered": True,
+                           "cursor": str(Cursor(store.epoch, listener.sent_seq))})
+        await self._catch_up()
+
+    async def _send_page(self, page: Page) -> bool:
+        """Send *page*'s events, never faster than the peer reads: past half the send limit,
+        wait for the socket to drain (a peer that does not read for ``ws_auth_timeout_s`` is
+        a slow consumer: closed, False)."""
+        listener = self.listener
+        assert listener is not None
+        sink = self.sink
+        half = sink.limit // 2
+        for event in page.events:
+            self.send_obj(event)
+            listener.sent_seq += 1
+            if sink.pending_bytes >= half and not await sink.drain(half, self.chat.config.ws_auth_timeout_s):
+                self._overflowed()
+                return False
+        listener.sent_seq = page.cursor.seq
+        self.chat.metrics.ws_sent(0, len(page.events))
+        return True
+
+    async def _catch_up(self, until_seq: int | None = None) -> None:
+        """Read the log after ``sent_seq`` until *until_seq* (or, without it, until every
+        event pushed meanwhile is sent); then go live. The events pushed while reading were
+        committed first, so the log has them."""
+        listener = self.listener
+        assert listener is not None
+        store = self.chat.store
+        while True:
+            target = until_seq if until_seq is not None else listener.live_seq
+            if listener.sent_seq >= target:
+                if until_seq is None:
+                    listener.replaying = False  # no await since the check: nothing slips by
+                return
+            page = await store.read_events(self.user, Cursor(store.epoch, listener.sent_seq),
+                                           self.chat.config.poll_max_events)
+            if isinstance(page, Expired) or not page.events:  # trimmed meanwhile: cannot recover here
+                self._overflowed()
+                return
+            if not await self._send_page(page):
+                return
+            await asyncio.sleep(0)  # a long catch-up lets other connections run between pages
+
+    def _send_compressed(self, frames: list[bytes]) -> None:
+        """permessage-deflate: frames go through aiohttp's compressor, in order, from one task."""
+        if self._slow is not None:
+            self._slow.extend(frames)
+            return
+        self._slow = list(frames)
+        self._spawn(self._compressed_writer())
+
+    async def _compressed_writer(self) -> None:
+        try:
+            while self._slow:
+                frames, self._slow = self._slow, []
+                for data in frames:
+                    await self.ws.send_str(data.decode("utf-8"))
+        finally:
+            self._slow = None
 
     def _overflowed(self) -> None:
-        """The send queue is full: close 4008 (slow consumer). Runs at most once."""
-        if self._closing is None:
+        """The peer does not read: close 4008 (slow consumer). Runs at most once."""
+        if not self._closing:
+            self._closing = True
+            self.sink.stop()
             self.chat.metrics.slow_consumers.inc()
-            self._closing = asyncio.create_task(self._close_slow())
+            self._spawn(self._close_slow())
 
     async def _close_slow(self) -> None:
-        if self._writer is not None and self._writer is not asyncio.current_task():
-            self._writer.cancel()
         try:
             async with asyncio.timeout(2.0):
                 await self.ws.close(code=CLOSE_SLOW_CONSUMER, message=b"slow consumer")
@@ -233,7 +292,7 @@ async def _authenticate(chat: ChatService, ws: web.WebSocketResponse) -> str | N
         reason = "auth timeout"
     else:
         if msg.type == WSMsgType.TEXT:
-            chat.metrics.traffic(TRANSPORT, len(msg.data.encode("utf-8")), 0)
+            chat.metrics.ws_received(len(msg.data.encode("utf-8")))
             try:
                 obj = payloads.decode_json(msg.data.encode("utf-8"))
                 if (isinstance(obj, dict) and set(obj) == {"type", "token"} and obj["type"] == "auth"

@@ -33,10 +33,14 @@ PASSWORD = "correct horse"
 
 
 def fast_config(tmp_path: Path, redis_url: str | None, prefix: str, **overrides: Any) -> ServerConfig:
-    """Production semantics, test-sized timings: a cheap scrypt, quick sweeps and reclaims."""
+    """Production semantics, test-sized timings: a cheap scrypt, quick sweeps and reclaims.
+    Admission control is off unless a test turns it on: on a loaded test machine the event
+    loop can stall past its bound, and a refusal there would be the machine's, not the
+    server's (test_admission.py tests the rule itself)."""
     base = ServerConfig(host="127.0.0.1", port=0, redis_url=redis_url, redis_prefix=prefix,
                         data_dir=tmp_path, scrypt_n=16, presence_sweep_s=0.1, queue_reclaim_every_s=0.2,
-                        queue_visibility_timeout_s=1.0, queue_poll_ms=200, rate_per_s=1000, rate_burst=1000)
+                        queue_visibility_timeout_s=1.0, queue_poll_ms=200, rate_per_s=1000, rate_burst=1000,
+                        admission=False)
     return replace(base, **overrides)
 
 

@@ -4,6 +4,7 @@ dead-lettering of poison entries, the outbox after a crash, idempotent redeliver
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from reference_server.metrics import Metrics
 from reference_server.payloads import SendRequest
 from reference_server.queue import GROUP, DeliveryQueue
 from reference_server.redis_link import connect
-from reference_server.store import Page, Store
+from reference_server.store import Item, Page, Store
 
 from .conftest import delete_prefix, wait_until
 
@@ -49,10 +50,10 @@ async def parts(redis_url: str | None, tmp_path: Path) -> AsyncIterator[Parts]:
     await store.close()
 
 
-async def _message(p: Parts, body: str = "hi") -> dict:
+async def _message(p: Parts, body: str = "hi") -> Item:
     stored = await p.store.add_message("alice", SendRequest(body, uuid.uuid4().hex, to="bob"), 1)
     assert stored.item is not None
-    return {"item": stored.item, "outbox_id": stored.outbox_id}
+    return stored.item
 
 
 async def _bob_bodies(p: Parts) -> list[str]:
@@ -63,7 +64,7 @@ async def _bob_bodies(p: Parts) -> list[str]:
 
 async def test_entries_added_before_the_group_exists_are_delivered(parts: Parts) -> None:
     m = await _message(parts, "early")
-    await parts.queue.publish(m["item"], m["outbox_id"])  # no group yet
+    await parts.queue.publish([m])  # no group yet
     await parts.delivery.start()                           # creates it at 0, not $
     await wait_until(lambda: parts.metrics.delivery_latency.count >= 1, what="delivery")
     assert await _bob_bodies(parts) == ["early"]
@@ -73,7 +74,7 @@ async def test_entries_added_before_the_group_exists_are_delivered(parts: Parts)
 async def test_idle_entry_of_a_dead_consumer_is_reclaimed(parts: Parts) -> None:
     await parts.queue.ensure_group()
     m = await _message(parts, "orphan")
-    await parts.queue.publish(m["item"], m["outbox_id"])
+    await parts.queue.publish([m])
     taken = await parts.queue.read("dead-node", 10)  # a consumer that dies before XACK
     assert len(taken) == 1
     pending = await parts.queue.redis.xpending(parts.queue.stream, GROUP)
@@ -83,16 +84,27 @@ async def test_idle_entry_of_a_dead_consumer_is_reclaimed(parts: Parts) -> None:
     assert (await parts.queue.redis.xpending(parts.queue.stream, GROUP))["pending"] == 0
 
 
-async def test_poison_entry_is_dead_lettered(parts: Parts) -> None:
+async def test_poison_item_is_dead_lettered_and_its_batch_mates_delivered(parts: Parts) -> None:
+    """One entry holds a poison item and a good message: the message is delivered on the
+    first attempt, the poison item is retried until queue_max_deliveries (2) and then
+    dead-lettered, and the entry is acknowledged."""
     await parts.queue.ensure_group()
-    await parts.queue.publish({"kind": "bogus"})
-    assert len(await parts.queue.read("node-a", 10)) == 1       # delivery 1 (fails)
-    for _ in range(3):                                           # deliveries 2, 3: failing, then dead
-        await parts.delivery.reclaim_once(idle_ms=0)
+    good = await _message(parts, "fine")
+    bogus = {"kind": "bogus"}
+    bogus_id = await parts.store.committer.call(lambda db: db.execute(
+        "INSERT INTO outbox(item, created_at) VALUES (?, 0)", (json.dumps(bogus),)).lastrowid)
+    await parts.queue.publish([Item(bogus_id, bogus), good])
+    taken = await parts.queue.read("node-a", 10)                 # delivery 1
+    assert len(taken) == 1
+    assert await parts.delivery.handle(taken) == 0, "not acknowledged: one item failed"
+    assert await _bob_bodies(parts) == ["fine"], "the good item is not held back"
+    assert await parts.delivery.reclaim_once(idle_ms=0) == 1     # delivery 2: fails again, dead
     assert parts.metrics.dead_letters.get() == 1
     dead = await parts.queue.redis.xrange(parts.queue.dead)
-    assert len(dead) == 1 and '"bogus"' in dead[0][1]["item"] and int(dead[0][1]["deliveries"]) == 3
+    assert len(dead) == 1 and '"bogus"' in dead[0][1]["item"] and int(dead[0][1]["deliveries"]) == 2
     assert await parts.queue.lag() == 0
+    assert await _bob_bodies(parts) == ["fine"], "the retry appended nothing twice"
+    assert await parts.store.pending_outbox() == [], "the dead item's outbox row is dropped, not re-queued"
 
 
 async def test_outbox_rows_are_queued_again_at_start(parts: Parts) -> None:
@@ -108,7 +120,7 @@ async def test_outbox_rows_are_queued_again_at_start(parts: Parts) -> None:
 
 async def test_redelivery_appends_nothing_twice(parts: Parts) -> None:
     m = await _message(parts, "once")
-    first = await parts.store.fan_out(m["item"], m["outbox_id"])
-    again = await parts.store.fan_out(m["item"], m["outbox_id"])
-    assert list(first) == ["bob"] and again == {}
+    first = await parts.store.fan_out([m])
+    again = await parts.store.fan_out([m, m])
+    assert list(first.events) == ["bob"] and again.events == {} and again.failed == []
     assert await _bob_bodies(parts) == ["once"]

@@ -22,7 +22,8 @@ async def test_cursor_never_skips_under_concurrent_writes(tmp_path: Path) -> Non
 
         async def write(i: int) -> None:
             s = await store.add_message("alice", SendRequest(f"m{i}", uuid.uuid4().hex, to="bob"), i)
-            await store.fan_out(s.item, s.outbox_id)  # type: ignore[arg-type]
+            assert s.item is not None
+            await store.fan_out([s.item])
 
         seen: list[int] = []
 

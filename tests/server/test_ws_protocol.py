@@ -14,7 +14,8 @@ import pytest
 import websockets
 
 from chatcore import MAX_BODY_BYTES
-from reference_server.hub import SendQueue
+from chatcore import ws_frame_overhead
+from reference_server.hub import Flusher, Sink, text_frame_header
 
 from .conftest import Api, stored, ws_frames_until, ws_open
 
@@ -112,14 +113,55 @@ async def test_ws_rate_limit(make_server, session: aiohttp.ClientSession) -> Non
     await ws.close()
 
 
-def test_send_queue_is_bounded_in_bytes() -> None:
-    q = SendQueue(limit_bytes=100)
-    assert q.put(1, "a" * 60, 60)
-    assert q.put(2, "b" * 40, 40)
-    assert not q.put(3, "c", 1) and q.overflowed
-    assert not q.put(4, "d", 1), "stays overflowed"
-    big = SendQueue(limit_bytes=10)
-    assert big.put(1, "x" * 50, 50), "one frame always fits an empty queue"
+class _Transport:
+    """Records writes; pretends the peer reads nothing once *stuck*."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.buffered = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        self.buffered += len(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def is_closing(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("n", [0, 1, 125, 126, 65535, 65536])
+def test_text_frame_header_is_rfc6455(n: int) -> None:
+    header = text_frame_header(n)
+    assert len(header) == ws_frame_overhead(n, masked=False)
+    assert header[0] == 0x81, "FIN + text opcode"
+    assert header[1] & 0x80 == 0, "a server never masks"
+    length = header[1] & 0x7F
+    if n < 126:
+        assert length == n
+    elif n < 65536:
+        assert length == 126 and int.from_bytes(header[2:4], "big") == n
+    else:
+        assert length == 127 and int.from_bytes(header[2:10], "big") == n
+
+
+async def test_sink_writes_one_turns_frames_once_and_closes_a_slow_reader() -> None:
+    transport = _Transport()
+    overflows: list[int] = []
+    flusher = Flusher()
+    sink = Sink(transport, 100, flusher, lambda: overflows.append(1))  # type: ignore[arg-type]
+    sink.send(b'{"a":1}')
+    sink.send(b'{"b":2}')
+    assert transport.writes == [], "nothing is written before the turn ends"
+    await asyncio.sleep(0)
+    assert transport.writes == [b'\x81\x07{"a":1}\x81\x07{"b":2}'], "two frames, one write"
+    sink.send(b"x" * 120)  # the peer reads nothing: 138 bytes wait in the transport
+    await asyncio.sleep(0)
+    assert overflows == [1] and sink.closed
+    sink.send(b"more")
+    await asyncio.sleep(0)
+    assert len(transport.writes) == 2, "nothing is written after the overflow"
 
 
 async def test_slow_consumer_is_closed_with_4008(make_server, session: aiohttp.ClientSession) -> None:
@@ -160,6 +202,7 @@ async def test_slow_consumer_is_closed_with_4008(make_server, session: aiohttp.C
     assert slow.close_code == 4008
     acks.cancel()
     await sender.close()
+    assert received, (slow.close_code, slow.close_reason, sent, server.chat.metrics.slow_consumers.get())
     cursor = [e for e in received if "cursor" in e][-1]["cursor"]
 
     # The log kept everything: a resume from the last cursor delivers the rest.

@@ -1,0 +1,90 @@
+"""Admission control: refuse a send the system cannot deliver in time, instead of
+acknowledging it and letting every queue grow (the collapse a server without it shows
+past saturation: acks keep coming, delivery falls to nothing).
+
+Three signals, each with a bound in :class:`~reference_server.config.ServerConfig`:
+
+* **delivery lag**: how long the oldest item accepted by this process has waited for
+  its fan-out (committed, queued, not yet in the recipients' logs);
+* **commit wait**: how long the oldest write has waited for its group commit;
+* **event-loop lag**: how late a timer that should fire every ``loop_probe_ms`` fires;
+  on one core this is the first sign that the process has more work than CPU.
+
+Past any bound a send (or receipt) is answered ``429 overloaded`` (an ``error`` frame on
+a WebSocket) with ``retry_after_ms``, before anything is stored; the client backs off
+with jitter and resends with the same ``client_msg_id``. Reads, polls and connections
+are not refused here: they do not grow the backlog, and a client that cannot read
+cannot catch up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from .clock import Clock
+from .errors import ApiError
+
+
+class LoopMonitor:
+    """Measures event-loop lag: a timer due every *interval_s* records how late it ran.
+    ``lag`` is the worst lateness seen in the last two periods (so one late turn is not
+    forgotten before the next check, and one good turn does not hide a backlog)."""
+
+    def __init__(self, clock: Clock, interval_s: float = 0.025) -> None:
+        self.clock = clock
+        self.interval_s = interval_s
+        self.lag = 0.0
+        self._prev = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="loop-monitor")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            due = self.clock.monotonic() + self.interval_s
+            await asyncio.sleep(self.interval_s)
+            late = max(0.0, self.clock.monotonic() - due)
+            self.lag, self._prev = max(late, self._prev), late
+
+
+class Admission:
+    """Decides whether a new write may enter. *delivery_age*, *commit_age* and
+    *loop_lag* return seconds (see the module docstring)."""
+
+    def __init__(self, clock: Clock, *, max_delivery_lag_s: float, max_commit_wait_s: float,
+                 max_loop_lag_s: float, delivery_age: Callable[[float], float],
+                 commit_age: Callable[[float], float], loop_lag: Callable[[], float]) -> None:
+        self.clock = clock
+        self.max_delivery_lag_s = max_delivery_lag_s
+        self.max_commit_wait_s = max_commit_wait_s
+        self.max_loop_lag_s = max_loop_lag_s
+        self._delivery_age = delivery_age
+        self._commit_age = commit_age
+        self._loop_lag = loop_lag
+        #: Refusals so far, by the signal that decided (for /metrics).
+        self.refused: dict[str, int] = {"delivery_lag": 0, "commit_wait": 0, "loop_lag": 0}
+
+    def check(self) -> None:
+        """Raise ``429 overloaded`` when any signal is past its bound."""
+        now = self.clock.monotonic()
+        for signal, value, bound in (("delivery_lag", self._delivery_age(now), self.max_delivery_lag_s),
+                                     ("commit_wait", self._commit_age(now), self.max_commit_wait_s),
+                                     ("loop_lag", self._loop_lag(), self.max_loop_lag_s)):
+            if value > bound:
+                self.refused[signal] += 1
+                # Come back after about the time the backlog needs to drain, within limits.
+                retry_ms = int(min(5000.0, max(200.0, 2000.0 * value)))
+                raise ApiError(429, "overloaded",
+                               f"server overloaded ({signal.replace('_', ' ')} {value * 1000:.0f} ms > "
+                               f"{bound * 1000:.0f} ms): resend the same client_msg_id after retry_after_ms",
+                               retry_after_ms=retry_ms)
