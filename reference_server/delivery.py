@@ -38,16 +38,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 from .clock import SYSTEM, Clock
 from .config import ServerConfig
 from .hub import Hub
 from .metrics import Metrics
 from .queue import DeliveryQueue, Entry, GroupLost
-from .store import Item, Store
+from .store import FanOut, Item, Store
 from .tasks import run_every, sleep_unless, stop_all
 
 log = logging.getLogger(__name__)
+
+#: Fan-out transactions the consumer may have waiting for their commits at once.
+MAX_FAN_OUTS = 4
 
 
 class DeliveryService:
@@ -69,6 +74,7 @@ class DeliveryService:
         #: (monotonic), oldest first: the admission rule reads the oldest's age.
         self._inflight: dict[int, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._side_tasks: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
         self._stop = asyncio.Event()
         #: Monotonic time of the consumer's last successful read (None before the first).
@@ -147,16 +153,28 @@ class DeliveryService:
                 self.enqueue(item)
 
     # --- consuming -------------------------------------------------------------------
-    async def handle(self, entries: list[Entry]) -> int:
-        """Fan out every item of *entries* in one transaction, push the events, then XACK the
-        entries whose items all succeeded. Returns how many entries were acknowledged;
-        raises if the fan-out's commit or the XACK failed."""
+    def _fan_out(self, entries: list[Entry], done: Callable[[list[str] | None], None]) -> None:
+        """Queue the fan-out of every item of *entries* as one job of the next group commit.
+        After its COMMIT (on the event loop, in commit order) the events are pushed, and
+        *done* gets the ids of the entries whose items all succeeded (None if the commit
+        failed: everything stays pending for the reclaimer)."""
         items = [item for e in entries for item in e.items]
-        fan = await self.store.fan_out(items)
+
+        def committed(fan: FanOut | None, exc: BaseException | None) -> None:
+            if exc is not None or fan is None:
+                log.error("fan-out of %d entries failed: %s", len(entries), exc)
+                done(None)
+                return
+            done(self._delivered(entries, items, fan))
+
+        self.store.submit_fan_out(items, committed)
+
+    def _delivered(self, entries: list[Entry], items: list[Item], fan: FanOut) -> list[str]:
+        """Push a committed fan-out; returns the entries that may be acknowledged."""
         for user, events in fan.events.items():
             self.hub.publish(user, events)
         failed = {index for index, _ in fan.failed}
-        done: list[str] = []
+        ok: list[str] = []
         start = 0
         for e in entries:
             indices = range(start, start + len(e.items))
@@ -164,34 +182,49 @@ class DeliveryService:
             if any(i in failed for i in indices):
                 if e.deliveries >= self.config.queue_max_deliveries:
                     reasons = dict(fan.failed)
-                    await self._dead_letter(e, [(items[i], reasons[i]) for i in indices if i in failed])
+                    self._spawn(self._dead_letter(e, [(items[i], reasons[i]) for i in indices if i in failed]))
                 else:
                     log.warning("delivery of entry %s failed (attempt %d): %s", e.entry_id, e.deliveries,
                                 "; ".join(r for i, r in fan.failed if i in indices))
                 continue
-            done.append(e.entry_id)
+            ok.append(e.entry_id)
+            waited = max(0.0, (self.clock.wall_ms() - e.queued_at_ms) / 1000.0)
+            for _ in e.items:  # one observation per item: a message, receipt or presence change
+                self.metrics.delivery_latency.observe(waited)
         for i, item in enumerate(items):
             if i not in failed:
                 self._queued_outbox.discard(item.outbox_id)
                 self._inflight.pop(item.outbox_id, None)
-        await self.queue.ack(done)
-        now_ms = self.clock.wall_ms()
-        acked = set(done)
-        observe = self.metrics.delivery_latency.observe
-        for e in entries:
-            if e.entry_id in acked:
-                waited = max(0.0, (now_ms - e.queued_at_ms) / 1000.0)
-                for _ in e.items:  # one observation per item: a message, receipt or presence change
-                    observe(waited)
-        return len(done)
+        return ok
+
+    async def handle(self, entries: list[Entry]) -> list[str]:
+        """Fan out *entries*, push, XACK the ones whose items all succeeded; returns their ids.
+        Raises if the fan-out's commit or the XACK failed (the reclaimer's path, and tests)."""
+        fut: asyncio.Future[list[str] | None] = asyncio.get_running_loop().create_future()
+        self._fan_out(entries, lambda ok: fut.done() or fut.set_result(ok))
+        ok = await fut
+        if self._side_tasks:  # dead-lettering started by this batch: finish it first
+            await asyncio.gather(*list(self._side_tasks), return_exceptions=True)
+        if ok is None:
+            raise RuntimeError("the fan-out's commit failed")
+        await self.queue.ack(ok)
+        return ok
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
 
     async def _dead_letter(self, entry: Entry, items: list[tuple[Item, str]]) -> None:
         log.error("dead-lettering %d item(s) of %s after %d deliveries: %s", len(items), entry.entry_id,
                   entry.deliveries, "; ".join(r for _, r in items))
-        await self.queue.dead_letter(entry, items)
-        outbox = [i.outbox_id for i, _ in items]
-        if outbox:
+        try:
+            await self.queue.dead_letter(entry, items)
+            outbox = [i.outbox_id for i, _ in items]
             await self.store.drop_outbox(outbox)
+        except Exception:
+            log.exception("dead-lettering %s failed; it stays pending", entry.entry_id)
+            return
         for oid in outbox:
             self._queued_outbox.discard(oid)
             self._inflight.pop(oid, None)
@@ -207,11 +240,28 @@ class DeliveryService:
             log.exception("delivery of %d entries failed", len(entries))
 
     async def _consume(self) -> None:
+        """Read, fan out, acknowledge, pipelined: the consumer reads the next entries while
+        the previous fan-outs wait for their commit (at most ``MAX_FAN_OUTS`` at a time, in
+        order), and acknowledges finished entries with its next read."""
         failures = 0
+        acks: list[str] = []       # entries whose fan-out is pushed, to XACK with the next read
+        in_flight = 0
+
+        def fanned_out(ok: list[str] | None) -> None:
+            nonlocal in_flight
+            in_flight -= 1
+            if ok:
+                acks.extend(ok)
+            self._wakeup.set()
+
         while not self._stop.is_set():
+            self._wakeup.clear()  # before the read: a wake-up during it is not lost
+            if in_flight >= MAX_FAN_OUTS:
+                await sleep_unless(self._wakeup, self.config.queue_poll_ms / 1000)
+                continue
+            to_ack, acks = acks, []
             try:
-                self._wakeup.clear()
-                entries = await self.queue.read(self.consumer, self.config.queue_batch)
+                entries = await self.queue.ack_and_read(to_ack, self.consumer, self.config.queue_batch)
                 self.last_read_ok = self.clock.monotonic()
                 failures = 0
             except asyncio.CancelledError:
@@ -220,14 +270,18 @@ class DeliveryService:
                 await self._recover_group()
                 continue
             except Exception:
+                # Unacknowledged entries stay pending; the reclaimer finds their items done.
                 failures += 1
                 log.warning("XREADGROUP failed", exc_info=failures == 1)
                 await sleep_unless(self._stop, min(5.0, 0.1 * 2 ** failures))
                 continue
             if entries:
-                await self._attempt(entries)
-            else:
-                await sleep_unless(self._wakeup, self.config.queue_poll_ms / 1000)
+                in_flight += 1
+                self._fan_out(entries, fanned_out)
+                if len(entries) == self.config.queue_batch:
+                    continue  # a full batch: more may be waiting
+            # Wait for a new entry (the publisher wakes us) or a finished fan-out to acknowledge.
+            await sleep_unless(self._wakeup, self.config.queue_poll_ms / 1000)
 
     async def _recover_group(self) -> None:
         """Redis lost the consumer group (it restarted empty): create it again and queue
@@ -254,9 +308,11 @@ class DeliveryService:
         await self._requeue_outbox(self.clock.wall_ms() - visibility_ms)
 
     async def reclaim_once(self, idle_ms: int) -> int:
-        """Claim entries idle for *idle_ms* and deliver (or dead-letter) them; returns how many."""
+        """Claim entries idle for *idle_ms* and deliver (or dead-letter) them; delete the
+        entries every consumer is done with; returns how many were claimed."""
         entries = await self.queue.claim_idle(self.consumer, idle_ms, self.config.queue_batch)
         if entries:
             await self._attempt(entries)
+        await self.queue.trim()
         self.metrics.queue_lag.set(await self.queue.lag())
         return len(entries)

@@ -6,7 +6,9 @@ consumer group.
   message.
 * ``XREADGROUP COUNT n ... >`` hands up to *n* new entries to a consumer (without BLOCK:
   see delivery.py); an entry stays *pending* until ``XACK``, which the delivery service
-  sends only after the entry's fan-out is committed and pushed to the live connections.
+  sends only after the entry's fan-out is committed and pushed to the live connections
+  (in the same round trip as its next XREADGROUP). Acknowledged entries are deleted in
+  bulk by ``XTRIM MINID`` every reclaim pass, not one XDEL per batch.
 * ``XAUTOCLAIM`` takes over entries pending longer than the visibility timeout (a
   consumer that died, or a fan-out that failed), and the entry's delivery count tells a
   poison message from an unlucky one: past ``max_deliveries`` its failing items move to
@@ -99,12 +101,46 @@ class DeliveryQueue:
         return [_entry(eid, fields) for _, entries in (reply or []) for eid, fields in entries]
 
     async def ack(self, entry_ids: list[str]) -> None:
-        """Acknowledge and delete: the items are in SQLite now, the stream need not keep them."""
+        """Acknowledge: the items are in SQLite now. The entries stay in the stream until
+        :meth:`trim` (one command per batch instead of two)."""
         if entry_ids:
+            await self.redis.xack(self.stream, GROUP, *entry_ids)
+
+    async def ack_and_read(self, entry_ids: list[str], consumer: str, count: int) -> list[Entry]:
+        """:meth:`ack` the previous batch and :meth:`read` the next in one round trip."""
+        if not entry_ids:
+            return await self.read(consumer, count)
+        try:
             async with self.redis.pipeline(transaction=False) as p:
                 p.xack(self.stream, GROUP, *entry_ids)
-                p.xdel(self.stream, *entry_ids)
-                await p.execute()
+                p.xreadgroup(GROUP, consumer, {self.stream: ">"}, count=count)
+                _, reply = await p.execute()
+        except ResponseError as exc:
+            if _lost(exc):
+                raise GroupLost(str(exc)) from None
+            raise
+        return [_entry(eid, fields) for _, entries in (reply or []) for eid, fields in entries]
+
+    async def trim(self) -> int:
+        """Delete the entries every consumer is done with: everything before the oldest
+        pending entry, or, with none pending, up to the group's last delivered entry.
+        Returns how many were deleted."""
+        try:
+            groups = await self.redis.xinfo_groups(self.stream)
+            pending = await self.redis.xpending(self.stream, GROUP)
+        except ResponseError as exc:
+            if _lost(exc) or "no such key" in str(exc).lower():
+                return 0
+            raise
+        group = next((g for g in groups if g.get("name") == GROUP), None)
+        if group is None:
+            return 0
+        if pending.get("pending"):
+            minid = pending["min"]  # kept: XTRIM MINID deletes ids below it
+        else:
+            ms, seq = str(group["last-delivered-id"]).split("-")
+            minid = f"{ms}-{int(seq) + 1}"  # everything delivered and acknowledged goes
+        return int(await self.redis.xtrim(self.stream, minid=minid, approximate=False))
 
     async def claim_idle(self, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
         """Take over entries pending longer than *min_idle_ms*, with their delivery counts."""
@@ -136,8 +172,18 @@ class DeliveryQueue:
         await self.ack([entry.entry_id])
 
     async def lag(self) -> int:
-        """Entries not yet acknowledged. Acknowledged entries are deleted, so this is XLEN."""
-        return int(await self.redis.xlen(self.stream))
+        """Entries not yet acknowledged: pending (handed out) plus not yet handed out."""
+        try:
+            groups = await self.redis.xinfo_groups(self.stream)
+        except ResponseError:
+            return 0
+        group = next((g for g in groups if g.get("name") == GROUP), None)
+        if group is None:
+            return int(await self.redis.xlen(self.stream))
+        lag = group.get("lag")
+        if lag is None:  # Redis cannot tell after some deletions: count what follows last-delivered-id
+            lag = len(await self.redis.xrange(self.stream, min=f"({group['last-delivered-id']}", max="+"))
+        return int(group.get("pending", 0)) + int(lag)
 
     async def has_group(self) -> bool:
         """Whether Redis still has the consumer group (for /healthz)."""

@@ -41,3 +41,15 @@ def connect(url: str | None, max_connections: int = 64, pool_timeout_s: float = 
                                            health_check_interval=30, max_connections=max_connections,
                                            timeout=pool_timeout_s)
     return aioredis.Redis(connection_pool=pool)
+
+
+def connect_single(url: str | None) -> aioredis.Redis:
+    """A client on one dedicated connection (commands from several tasks take turns), for
+    the delivery queue: its few commands per batch skip the pool's bookkeeping."""
+    if url is None:
+        import fakeredis
+
+        return fakeredis.FakeAsyncRedis(server=embedded_server(), decode_responses=True,
+                                        single_connection_client=True)
+    return aioredis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=2,
+                                   health_check_interval=30, single_connection_client=True)

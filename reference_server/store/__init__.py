@@ -117,6 +117,10 @@ class Store:
         """Append the events of *items* to their recipients' logs in one transaction."""
         return await self._committer.call(partial(self._writes.fan_out, items=items))
 
+    def submit_fan_out(self, items: list[Item], done: Done) -> None:
+        """:meth:`fan_out` without waiting: *done(FanOut | None, error | None)* after the commit."""
+        self._committer.submit(partial(self._writes.fan_out, items=items), done)
+
     def submit_presence(self, user: str, status: str, at_ms: int, done: Done) -> None:
         """Queue a presence change (an outbox row); *done(Item, error)* after the commit."""
         self._committer.submit(partial(self._writes.add_presence, user=user, status=status, at_ms=at_ms), done)

@@ -214,12 +214,14 @@ class GroupCommitter(Generic[T]):
         stats.commit_s += time.perf_counter() - t0
         self._in_flight = False
         self._in_flight_since = None
+        # The next batch first: its statements run and its COMMIT goes to the disk now, and
+        # this batch's answers go out while that fsync runs.
+        if self._queue:
+            self._run_batch()
+        elif self._idle is not None:
+            self._idle.set()
         for done, result, exc in results:
             try:
                 done(result, exc)
             except Exception:  # a callback's bug must not stop the others
                 log.exception("write callback failed")
-        if self._queue:
-            self._schedule()
-        elif self._idle is not None:
-            self._idle.set()

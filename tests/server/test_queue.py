@@ -96,7 +96,7 @@ async def test_poison_item_is_dead_lettered_and_its_batch_mates_delivered(parts:
     await parts.queue.publish([Item(bogus_id, bogus), good])
     taken = await parts.queue.read("node-a", 10)                 # delivery 1
     assert len(taken) == 1
-    assert await parts.delivery.handle(taken) == 0, "not acknowledged: one item failed"
+    assert await parts.delivery.handle(taken) == [], "not acknowledged: one item failed"
     assert await _bob_bodies(parts) == ["fine"], "the good item is not held back"
     assert await parts.delivery.reclaim_once(idle_ms=0) == 1     # delivery 2: fails again, dead
     assert parts.metrics.dead_letters.get() == 1
