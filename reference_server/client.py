@@ -55,7 +55,8 @@ class _Retry(Exception):
 
 
 _WS_ERROR_STATUS = {"bad_request": 400, "unauthorized": 401, "forbidden": 403, "not_found": 404,
-                    "too_large": 413, "rate_limited": 429}
+                    "too_large": 413, "rate_limited": 429, "overloaded": 429, "client_msg_id_reused": 409,
+                    "unavailable": 503}
 
 
 class ChatClient:

@@ -23,6 +23,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from reference_server.app import RunningServer, run_server
+from reference_server.clock import SYSTEM, Clock
 from reference_server.config import ServerConfig
 from reference_server.redis_link import connect
 
@@ -75,13 +76,14 @@ MakeServer = Callable[..., Awaitable[RunningServer]]
 
 @pytest.fixture
 async def make_server(redis_url: str | None, tmp_path: Path) -> AsyncIterator[MakeServer]:
-    """``await make_server(**config_overrides)`` starts a server; all stop at teardown."""
+    """``await make_server(**config_overrides)`` starts a server (``clock=`` a FakeClock for the
+    server's rules); all stop at teardown."""
     started: list[tuple[RunningServer, str]] = []
 
-    async def make(**overrides: Any) -> RunningServer:
+    async def make(clock: Clock = SYSTEM, **overrides: Any) -> RunningServer:
         prefix = overrides.pop("redis_prefix", f"chatlab-test-{uuid.uuid4().hex[:12]}")
         data_dir = overrides.pop("data_dir", tmp_path / f"srv{len(started)}")
-        srv = await run_server(fast_config(data_dir, redis_url, prefix, **overrides))
+        srv = await run_server(fast_config(data_dir, redis_url, prefix, **overrides), clock=clock)
         started.append((srv, prefix))
         return srv
 

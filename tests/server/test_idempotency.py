@@ -57,3 +57,25 @@ async def test_ws_resend_gets_the_original_ack(server, api: Api) -> None:
     assert status == 200 and ack == {k: v for k, v in acks[0].items() if k != "type"}
     await ws.close()
     assert (await server.chat.store.counts())["messages"] == 1
+
+
+async def test_reused_client_msg_id_for_another_conversation_is_409_not_the_old_ack(server, api: Api) -> None:
+    """A client_msg_id names one message of one sender: reused for a different conversation it
+    is a client bug, refused 409 (never answered with the other message's ack), stores nothing."""
+    alice, _, _ = await api.user("alice"), await api.user("bob"), await api.user("carol")
+    status, first = await api.call("POST", "/api/messages", alice,
+                                   json={"to": "bob", "body": "to bob", "client_msg_id": "dup"})
+    assert status == 200
+    before = await stored(server)
+    status, body = await api.call("POST", "/api/messages", alice,
+                                  json={"to": "carol", "body": "to carol", "client_msg_id": "dup"})
+    assert status == 409 and body["error"] == "client_msg_id_reused"
+    assert await stored(server) == before
+    ws = await ws_open(api, alice, resume=False)
+    await ws.send_json({"type": "send", "to": "carol", "body": "again", "client_msg_id": "dup"})
+    frame = (await ws_frames_until(ws, lambda f: True))[-1]
+    assert frame["type"] == "error" and frame["error"] == "client_msg_id_reused" and frame["client_msg_id"] == "dup"
+    await ws.close()
+    status, again = await api.call("POST", "/api/messages", alice,
+                                   json={"to": "bob", "body": "to bob", "client_msg_id": "dup"})
+    assert (status, again) == (200, first), "the same conversation still gets the original ack"

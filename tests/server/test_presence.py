@@ -8,6 +8,8 @@ import asyncio
 import aiohttp
 import pytest
 
+from reference_server.clock import FakeClock
+
 from .conftest import Api, poll_until, ws_frames_until, ws_open
 
 
@@ -51,35 +53,78 @@ async def test_two_devices(server, api: Api) -> None:
     assert await _presence(api, alice, "bob") == "offline"
 
 
+async def _sweep(server) -> None:  # type: ignore[no-untyped-def]
+    await server.chat.presence.sweep()
+
+
 async def test_polling_client_expires_after_ttl(make_server, session: aiohttp.ClientSession) -> None:
-    server = await make_server(presence_ttl_s=0.5, presence_heartbeat_s=0.2)
+    """A polling client is online for one TTL after its last poll, then offline (fake clock:
+    the test moves time, it does not wait for it)."""
+    clock = FakeClock()
+    server = await make_server(presence_ttl_s=60, presence_heartbeat_s=25, clock=clock)
     api = Api(session, server.url)
     alice, bob = await api.user("alice"), await api.user("bob")
     await api.send(alice, "hi", to="bob")
-    status, _ = await api.poll(bob)  # bob is online for one TTL
+    status, _ = await api.poll(bob)
     assert status == 200
     assert await _presence(api, alice, "bob") == "online"
-    events = await poll_until(api, alice, _bob_presence, count=2, timeout=5)
+    clock.advance(59.9)
+    await _sweep(server)
+    assert await _presence(api, alice, "bob") == "online", "within the TTL"
+    clock.advance(0.2)
+    await _sweep(server)
+    assert await _presence(api, alice, "bob") == "offline", "one TTL after the last poll"
+    events = await poll_until(api, alice, _bob_presence, count=2)
     assert [e["status"] for e in events if _bob_presence(e)] == ["online", "offline"]
 
 
 async def test_quiet_websocket_stays_online(make_server, session: aiohttp.ClientSession) -> None:
-    # A TTL of six heartbeats: a stall of the shared test machine's event loop must pass
-    # 0.4 s before it could expire a live connection.
-    server = await make_server(presence_ttl_s=0.6, presence_heartbeat_s=0.1)
+    """An open WebSocket that sends nothing stays online across many TTLs: its heartbeats
+    (one loop for all of this process's sockets) keep extending it."""
+    clock = FakeClock()
+    server = await make_server(presence_ttl_s=60, presence_heartbeat_s=25, clock=clock)
+    presence = server.chat.presence
     api = Api(session, server.url)
     alice, bob = await api.user("alice"), await api.user("bob")
     await api.send(alice, "hi", to="bob")
     ws = await ws_open(api, bob)
     await ws_frames_until(ws, lambda f: f["type"] == "resumed")
-    await poll_until(api, alice, _bob_presence)
-    for _ in range(4):  # four TTLs with no traffic but heartbeats
-        await asyncio.sleep(0.6)
+    for _ in range(60):  # ten minutes in 10 s steps: ten TTLs
+        clock.advance(10)
+        await presence.refresh_local()  # (the server's own loop may beat too: the same call)
+        await _sweep(server)
         assert await _presence(api, alice, "bob") == "online"
+        (_, expires), = await presence.redis.zrange(presence._key("bob"), 0, -1, withscores=True)
+        assert expires >= clock.wall_ms() + 60_000 - 35_000, "refreshed within the last heartbeat (+ a step)"
     status, page = await api.poll(alice)
     assert [e["status"] for e in page["events"] if _bob_presence(e)] == ["online"]
     await ws.close()
     await poll_until(api, alice, _bob_presence, count=2)
+
+
+async def test_heartbeat_never_brings_back_a_closed_connection(make_server, session: aiohttp.ClientSession) -> None:
+    """A heartbeat that was already on its way when the socket closed only extends what is
+    still there (ZADD XX): no zombie presence, no second 'offline' later."""
+    clock = FakeClock()
+    server = await make_server(presence_ttl_s=60, presence_heartbeat_s=25, clock=clock)
+    presence = server.chat.presence
+    api = Api(session, server.url)
+    alice, bob = await api.user("alice"), await api.user("bob")
+    await api.send(alice, "hi", to="bob")
+    ws = await ws_open(api, bob)
+    await ws_frames_until(ws, lambda f: f["type"] == "resumed")
+    conn_id = next(c for c, (u, _) in presence._local.items() if u == "bob")
+    await ws.close()
+    await poll_until(api, alice, _bob_presence, count=2)  # online, offline
+    presence._local[conn_id] = ("bob", 0)  # the heartbeat loop had picked it before the close
+    clock.advance(30)
+    assert await presence.refresh_local() == 1
+    assert await presence.connections("bob") == 0
+    assert await _presence(api, alice, "bob") == "offline"
+    clock.advance(120)
+    await _sweep(server)
+    status, page = await api.poll(alice)
+    assert [e["status"] for e in page["events"] if _bob_presence(e)] == ["online", "offline"]
 
 
 async def test_presence_is_not_sent_to_strangers(server, api: Api) -> None:
