@@ -231,6 +231,11 @@ class Scenario:
                                "Centrifugo: 60 s TTL with a 25 s refresh; Zulip 200 s with 60 s")
     presence_heartbeat_s: float = _p(25.0, "s", "a number > 0", _pos,
                                      "How often a connected user's presence is refreshed.", "Centrifugo (25 s)")
+    registry_ttl_s: float = _p(60.0, "s", "a number >= 0 (0 = the registry learns of a death at once)", _nonneg,
+                               "Session registry (user -> connection server): an entry is refreshed every "
+                               "presence_heartbeat_s and, once its server dies, still names it until this long "
+                               "after its last refresh; the direct design forwards to it until then.",
+                               "the seed design's registry with the presence TTL (Centrifugo: 60 s)")
     visibility_timeout_s: float = _p(30.0, "s", "a number > 0", _pos,
                                      "Queue design: a pushed event whose push was never confirmed is reclaimed "
                                      "(XAUTOCLAIM) and pushed again after this long.", "assumption")

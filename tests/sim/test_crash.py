@@ -177,3 +177,48 @@ def test_crash_for_good():
     r = run_crash(storm(downtime_s=math.inf, max_connects_per_s=40), "websocket", "full_jitter")
     assert r.summary["clients_not_reconnected"] == 0
     assert not r.servers.alive_at_end.iloc[0]
+
+
+# --- the session registry learns of a death late (docs/CRASH.md, "Routing that learns late") -------
+# 1 of 4 servers crashes for good; its 500 users never come back within the run (a fixed 300 s
+# backoff: they return at 300 s), so each one's registry entry names the dead server until it lapses.
+LATE = dict(clients=2000, servers=4, crashed_servers=1, transports="websocket", msg_rate_per_min=6,
+            presence_heartbeat_s=10, connect_ramp_s=10, crash_at_s=30, downtime_s=math.inf,
+            reconnect_policy="fixed", backoff_base_s=300, backoff_cap_s=300, duration_s=90, warmup_s=20)
+
+
+@pytest.fixture(scope="module")
+def late_routing():
+    return {(d, ttl): run_crash(Scenario().with_overrides({**LATE, "delivery_design": d, "registry_ttl_s": ttl}),
+                                "websocket")
+            for d in ("direct", "queue") for ttl in (0, 15, 30, 45)}
+
+
+@pytest.mark.parametrize("ttl", [0, 15, 30, 45])
+def test_direct_loses_what_is_routed_to_the_dead_server_until_the_registry_entry_lapses(late_routing, ttl):
+    r = late_routing[("direct", ttl)]
+    sc = r.scenario
+    # Users i = 0 mod 4 sit on the crashed server; each one's partner (i + 1) is on a live one and
+    # sends lam = msg_rate_per_min / 60 per second, all to it. An entry last refreshed a seconds
+    # before the crash, a ~ U[0, hb) (starts are uniform over a ramp of exactly hb), names the dead
+    # server for max(0, ttl - a) more seconds: E[lost] = N lam E[max(0, ttl - a)]
+    # = N lam (ttl - hb/2) for ttl >= hb, and 0 for ttl = 0 (instant knowledge).
+    n = sc.clients // sc.servers
+    lam = sc.msg_rate_per_min / 60
+    hb = sc.presence_heartbeat_s
+    expected = n * lam * (ttl - hb / 2) if ttl >= hb else 0.0
+    # Poisson counts with a mean that varies with a: Var = E + N lam^2 Var(a) = E + N lam^2 hb^2 / 12
+    # (42 here); 4 sigma.
+    sigma = math.sqrt(expected + n * lam ** 2 * hb ** 2 / 12)
+    lost = r.summary["messages_lost_to_dead_server"]
+    assert abs(lost - expected) <= 4 * sigma + 1, (lost, expected, sigma)
+    assert r.summary["messages_lost"] == lost + r.summary["messages_lost_in_memory"]
+
+
+def test_loss_grows_with_the_registry_ttl_and_the_queue_design_loses_nothing(late_routing):
+    lost = [late_routing[("direct", ttl)].summary["messages_lost"] for ttl in (0, 15, 30, 45)]
+    assert lost[0] <= 2 and lost[1] < lost[2] < lost[3]
+    for ttl in (0, 15, 30, 45):
+        s = late_routing[("queue", ttl)].summary
+        assert s["messages_lost"] == 0
+        assert s["messages_recovered"] > 1000  # the durable log replays them when the users return (at 300 s)
