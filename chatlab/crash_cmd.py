@@ -87,7 +87,14 @@ def run(args: argparse.Namespace) -> int:
     from .compare_cmd import _jobs
     from sim.runner import jsonable
 
+    import sys
+
+    from sim.checks import window_warnings
+
     scenario = scenario_from_args(args)
+    warnings = window_warnings(scenario, crash=True)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
     policies = _policies(args.policies, scenario.reconnect_policy)
     tasks = [(scenario, t, p) for t in scenario.transports for p in policies]
     jobs = _jobs(args.jobs, len(tasks))
@@ -102,8 +109,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         results = [_run_one(t) for t in tasks]
     if args.json:
-        print(json.dumps({"scenario": scenario.to_dict(), "results": [jsonable(r.summary) for r in results]},
-                         indent=2, allow_nan=False))
+        doc = {"scenario": scenario.to_dict(), "results": [jsonable(r.summary) for r in results]}
+        if warnings:
+            doc["warnings"] = warnings
+        print(json.dumps(doc, indent=2, allow_nan=False))
     else:
         print(_table(scenario, results))
     if out is not None:

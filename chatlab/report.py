@@ -93,7 +93,7 @@ def replications_table(scenario, cmps) -> str:
     return "\n".join(lines)
 
 
-def replications_json(scenario, cmps) -> str:
+def replications_json(scenario, cmps, warnings: list[str] | None = None) -> str:
     """The contract's shape, with replication means, plus ``ci95_half_width`` and ``replications``."""
     import sim
     from sim.results import LATENCY_KEYS
@@ -117,8 +117,11 @@ def replications_json(scenario, cmps) -> str:
                 half[metric] = hw
         res["ci95_half_width"] = half
         results.append(res)
-    return json.dumps({"scenario": scenario.to_dict(), "results": results,
-                       "seeds": [c.scenario.seed for c in cmps]}, indent=2, allow_nan=False)
+    doc: dict[str, Any] = {"scenario": scenario.to_dict(), "results": results,
+                           "seeds": [c.scenario.seed for c in cmps]}
+    if warnings:
+        doc["warnings"] = list(warnings)
+    return json.dumps(doc, indent=2, allow_nan=False)
 
 
 def write_replications(cmps, out: Path) -> list[Path]:
@@ -131,8 +134,12 @@ def write_replications(cmps, out: Path) -> list[Path]:
     return [p1, p2]
 
 
-def json_text(cmp) -> str:
-    return json.dumps(cmp.to_json(), indent=2, allow_nan=False)
+def json_text(cmp, warnings: list[str] | None = None) -> str:
+    """The comparison as JSON; *warnings* (window traps, ``sim.window_warnings``) only when there are some."""
+    doc = cmp.to_json()
+    if warnings:
+        doc["warnings"] = list(warnings)
+    return json.dumps(doc, indent=2, allow_nan=False)
 
 
 def check_out_dir(out: Path, given: str) -> None:
