@@ -45,13 +45,10 @@ def _policies(text: str | None, default: str) -> list[str]:
     return names
 
 
-def _fmt(fmt: str, v) -> str:
-    if v is None:
-        return "never"
-    try:
-        return fmt.format(v)
-    except (TypeError, ValueError):
-        return str(v)
+def _fmt(template: str, v) -> str:
+    from chatcore.tables import fmt
+
+    return fmt(template, v, missing="never")
 
 
 def _table(scenario, results) -> str:
@@ -85,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from concurrent.futures import ProcessPoolExecutor
 
     from .compare_cmd import _jobs
-    from sim.runner import jsonable
+    from chatcore.tables import jsonable
 
     import sys
 

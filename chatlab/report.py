@@ -33,13 +33,10 @@ ROWS: list[tuple[str, str, str]] = [
 ]
 
 
-def _fmt(fmt: str, v: Any) -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return "-"
-    try:
-        return fmt.format(v)
-    except (ValueError, TypeError):
-        return str(v)
+def _fmt(template: str, v: Any) -> str:
+    from chatcore.tables import fmt
+
+    return fmt(template, v)
 
 
 def text_table(cmp) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from chatcore.stats import LATENCY_KEYS, step_profile
+from chatcore.tables import delivery_outcomes
 
 from .model import ChatModel
 from .params import Scenario
@@ -72,26 +73,21 @@ def _build(m: ChatModel, policy: str, run: RunResult) -> CrashResult:
         "latency_ms": (recv - sent) * 1000.0, "via": pd.Series(inc.d_via, dtype="string"),
     }).sort_values(["msg", "recipient"], kind="stable").reset_index(drop=True)
 
-    # messages sent, not yet received by a recipient (whatever the fault holds up)
-    pend_start, pend_end = [], []
-    got = set(zip(messages["msg"].tolist(), messages["recipient"].tolist()))
-    expected = lost = undelivered = held = 0
+    # every expected (message, recipient): received, or lost, held for a recipient not back, or unacked
     queue = sc.delivery_design == "queue"
     held_now = {(ev.msg, r) for s in m.cluster.servers if s.alive for r, evs in s.held.items() for ev in evs}
-    for i in range(wl.n_messages):
-        if wl.send_time[i] > sc.duration_s:
-            continue
-        for r in m.recipients(i):
-            expected += 1
-            if (i, r.idx) not in got:
-                pend_start.append(wl.send_time[i])
-                pend_end.append(m.end_s)
-                if i not in m.stored:
-                    undelivered += 1  # still in the sender's outbox: not acknowledged, not lost
-                elif (i, r.idx) in held_now or (queue and (r.lost or r.state is not m.CONNECTED)):
-                    held += 1  # kept (durable log, or a live server's memory) for a recipient not back yet
-                else:
-                    lost += 1
+
+    def kept(i: int, r: int) -> bool:  # in the durable log, or a live server's memory
+        c = m.clients[r]
+        return (i, r) in held_now or (queue and (c.lost or c.state is not m.CONNECTED))
+
+    out = delivery_outcomes(((i, r.idx) for i in range(wl.n_messages) if wl.send_time[i] <= sc.duration_s
+                             for r in m.recipients(i)),
+                            set(zip(messages["msg"].tolist(), messages["recipient"].tolist())),
+                            m.stored.__contains__, kept)
+    expected, lost, held, undelivered = out["expected"], out["lost"], out["held"], out["unacked"]
+    pend_start = [wl.send_time[i] for i, _ in out["missing"]]
+    pend_end = [m.end_s] * len(pend_start)
     _, _, pending = step_profile(np.concatenate([sent, np.asarray(pend_start, dtype=float)]),
                                  np.concatenate([recv, np.asarray(pend_end, dtype=float)]), 0.0, m.end_s, edges)
     bins = pd.DataFrame({

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 
-# Indices into a class's counter list.
-UP, DOWN, OVH_UP, PAY_UP, OVH_DOWN, PAY_DOWN, CPU_N, CPU_BUSY, CPU_WAIT = range(9)
+from chatcore.tables import ALL_COUNTERS, CPU_BUSY, CPU_N, CPU_WAIT, DOWN, OVH_DOWN, OVH_UP, PAY_DOWN, PAY_UP, UP
+
+__all__ = ["Recorder", "UP", "DOWN", "OVH_UP", "PAY_UP", "OVH_DOWN", "PAY_DOWN", "CPU_N", "CPU_BUSY", "CPU_WAIT"]
 
 
 class Recorder:
@@ -52,7 +53,7 @@ class Recorder:
     def _cls(self, name: str) -> list[float]:
         c = self.classes.get(name)
         if c is None:
-            c = self.classes[name] = [0] * 9
+            c = self.classes[name] = [0] * ALL_COUNTERS
         return c
 
     def up(self, name: str, now: float, overhead: int, payload: int) -> None:

@@ -7,6 +7,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from chatcore.tables import jsonable
 from chatcore.wire import TRANSPORTS
 
 from .model import ChatModel
@@ -70,19 +71,6 @@ class Comparison:
         """``{"scenario": {...}, "results": [one object per transport]}``."""
         return {"scenario": self.scenario.to_dict(),
                 "results": [jsonable(r.summary) for r in self.runs.values()]}
-
-
-def jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    """A summary dict with numpy scalars turned into plain Python values."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out[k] = jsonable(v)
-        elif hasattr(v, "item"):
-            out[k] = v.item()
-        else:
-            out[k] = v
-    return out
 
 
 def compare(scenario: Scenario, runs: Iterable[RunResult] | None = None) -> Comparison:

@@ -20,7 +20,9 @@ SMALL = ["--set", "clients=6", "--set", "duration_s=7", "--set", "warmup_s=3", "
     (["loadgen", "--set", "clients=1"], "clients"),
     (["loadgen", "--set", "bogus=1"], "bogus"),
     (["loadgen", "--crash-at", "soon"], "--crash-at=soon"),
-    (["loadgen", "--set", "rtt_ms=5000"], "rtt_ms"),
+    (["loadgen", "--set", "payload_bytes=0"], "payload_bytes=0: an integer 1..4000"),  # the scenario's own limit
+    (["loadgen", "--set", "clients=6000"], "clients=6000: an integer 2..5000 (what one load generator drives)"),
+    (["loadgen", "--crash-at", "500"], "crash_at_s=500.0: a number in (0, duration_s)"),
     (["calibrate", "--scale", "0"], "--scale=0"),
     (["calibrate", "--out", "x.txt"], "--out=x.txt"),
     (["validate", "--levels", "extreme"], "--levels=extreme"),
