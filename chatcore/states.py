@@ -56,12 +56,14 @@ MESSAGE_TRANSITIONS: dict[MessageState, frozenset[MessageState]] = {
     MessageState.READ: frozenset(),
 }
 
-#: Allowed moves of a client connection.
+#: Allowed moves of a client connection (the client library and the simulation's clients move
+#: only along these; closing the client is allowed from any state).
 CONNECTION_TRANSITIONS: dict[ConnectionState, frozenset[ConnectionState]] = {
     ConnectionState.DISCONNECTED: frozenset({ConnectionState.CONNECTING}),
-    ConnectionState.CONNECTING: frozenset({ConnectionState.CONNECTED, ConnectionState.BACKING_OFF}),
+    ConnectionState.CONNECTING: frozenset({ConnectionState.CONNECTED, ConnectionState.BACKING_OFF,
+                                           ConnectionState.DISCONNECTED}),
     ConnectionState.CONNECTED: frozenset({ConnectionState.DISCONNECTED, ConnectionState.BACKING_OFF}),
-    ConnectionState.BACKING_OFF: frozenset({ConnectionState.CONNECTING}),
+    ConnectionState.BACKING_OFF: frozenset({ConnectionState.CONNECTING, ConnectionState.DISCONNECTED}),
 }
 
 
