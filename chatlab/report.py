@@ -93,7 +93,7 @@ def replications_table(scenario, cmps) -> str:
 def replications_json(scenario, cmps, warnings: list[str] | None = None) -> str:
     """The contract's shape, with replication means, plus ``ci95_half_width`` and ``replications``."""
     import sim
-    from sim.results import LATENCY_KEYS
+    from chatcore.stats import LATENCY_KEYS
 
     ci = sim.confidence_table(_replication_rows(cmps))
     results = []

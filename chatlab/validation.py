@@ -411,7 +411,7 @@ def machine_metadata() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    pkgs = {}
+    pkgs: dict[str, str | None] = {}
     for p in ("aiohttp", "websockets", "fakeredis", "redis", "simpy", "numpy"):
         try:
             pkgs[p] = version(p)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Generator, Iterable
 import simpy
 
 from chatcore.states import ConnectionState as CS
+from chatcore.backoff import Backoff
 from chatcore.states import EventKind
 
 from . import reconnect
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from .model import ChatModel
 
 Proc = Generator[simpy.Event, object, None]
+Step = Generator[simpy.Event, object, bool]  # a process step that says whether it got through
 Upload = Generator[simpy.Event, object, "float | None"]
 
 MSG, DELIVERED, READ = int(EventKind.MESSAGE), int(EventKind.DELIVERED), int(EventKind.READ)
@@ -68,7 +70,7 @@ class Client:
         self.cursor = 0         # history[:cursor] all received
         self.seen: set[int] = set()
         self.outbox: list[int] = []  # messages sent but not acknowledged: resent after reconnecting
-        self.backoff = None
+        self.backoff: Backoff | None = None  # made by the model when the run has a fault
         self.affected = False
         self.connected_at = 0.0
         self.offline_at = math.inf  # when contacts see this user offline (presence)
@@ -85,7 +87,7 @@ class Client:
         self.inbox.append(ev)
         return False
 
-    def push(self, ev: LogEvent, server: Server) -> Proc:  # pragma: no cover - only push transports
+    def push(self, ev: LogEvent, server: Server) -> Step:  # pragma: no cover - only push transports
         raise NotImplementedError
 
     def wake(self) -> None:
@@ -188,6 +190,7 @@ class Client:
         """Noticed: back off, try live servers until one accepts, then resume and resend."""
         m = self.m
         env = m.env
+        assert self.backoff is not None, "reconnecting needs a run with a fault"
         self.move(CS.BACKING_OFF)
         self.end_session(env.now)
         if m.incident is not None:

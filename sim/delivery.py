@@ -17,8 +17,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable
 
+import simpy
+
 from .clients import MSG, Client, LogEvent, Proc
 from .cluster import Server
+from .incident import IncidentRecorder
 
 if TYPE_CHECKING:
     from .model import ChatModel
@@ -30,6 +33,13 @@ class QueueDelivery:
     def __init__(self, m: "ChatModel"):
         self.m = m
         self.store_s = m.store_s
+
+    @property
+    def inc(self) -> IncidentRecorder:
+        """The fault run's counters (only a fault makes the paths that count)."""
+        inc = self.m.incident
+        assert inc is not None
+        return inc
 
     # --- sending ----------------------------------------------------------------------------
     def send(self, sender: Client, i: int, sent: float) -> Proc:
@@ -46,7 +56,7 @@ class QueueDelivery:
             return
         yield m.env.timeout(self.store_s)
         if i in m.stored:
-            m.incident.resends_deduplicated += 1  # idempotency key: the resend finds it stored
+            self.inc.resends_deduplicated += 1  # idempotency key: the resend finds it stored
             if server.epoch == epoch and not sender.lost:
                 sender.acked(MSG, arrived, session)
             return
@@ -71,7 +81,7 @@ class QueueDelivery:
                 to_push.append((c, ev))
         if to_push:
             if not m.delivery_alive:
-                m.incident.backlog_in(now, to_push)
+                self.inc.backlog_in(now, to_push)
                 return
             yield m.env.timeout(m.delivery_s)
             for c, ev in to_push:
@@ -90,7 +100,10 @@ class QueueDelivery:
             return  # no session: the log keeps it for the resume
         if not (yield from c.push(ev, server)) and ev.kind == MSG:
             # pushed into a dead connection: never confirmed, reclaimed after the visibility timeout
-            m.env.timeout(m.sc.visibility_timeout_s).callbacks.append(lambda _e: m.env.process(self.reclaim(c, ev)))
+            def again(_e: simpy.Event) -> None:
+                m.env.process(self.reclaim(c, ev))
+
+            m.env.timeout(m.sc.visibility_timeout_s).callbacks.append(again)
 
     def reclaim(self, c: Client, ev: LogEvent) -> Proc:
         yield self.m.env.timeout(self.m.delivery_s)
@@ -118,7 +131,7 @@ class QueueDelivery:
             ev.via = "replay"
         c.inbox = missed + [ev for ev in c.inbox if ev.kind != MSG]
         if missed:
-            m.incident.replay(m.env.now, m.replay_bytes(missed))
+            self.inc.replay(m.env.now, m.replay_bytes(missed))
 
     def server_crashed(self, s: Server) -> None:
         """Nothing is lost: every pending event is in the durable log."""
@@ -147,7 +160,7 @@ class DirectDelivery(QueueDelivery):
             return
         sender.acked(MSG, arrived, session)
         if i in m.stored:
-            m.incident.resends_deduplicated += 1
+            self.inc.resends_deduplicated += 1
             return
         m.stored.add(i)
         yield from self.publish(m.recipients(i), MSG, i, m.sizes.message_event, sent, server)
@@ -161,7 +174,7 @@ class DirectDelivery(QueueDelivery):
         yield m.env.timeout(m.delivery_s)
         if origin.epoch != epoch:  # the sender's server died with them in flight
             if kind == MSG:
-                m.incident.lost_in_memory += len(events)
+                self.inc.lost_in_memory += len(events)
             return
         for c, ev in events:
             yield from self.forward(origin, c, ev)
@@ -174,12 +187,12 @@ class DirectDelivery(QueueDelivery):
             return
         if not server.alive or c.cut:
             if ev.kind == MSG:
-                m.incident.lost_to_dead_server += 1  # the registry still names a dead connection
+                self.inc.lost_to_dead_server += 1  # the registry still names a dead connection
             return
         if c.log(ev):
             if c.pushes:
                 if not (yield from c.push(ev, server)) and ev.kind == MSG:
-                    m.incident.lost_to_dead_server += 1
+                    self.inc.lost_to_dead_server += 1
             else:
                 c.wake()
 
@@ -190,7 +203,7 @@ class DirectDelivery(QueueDelivery):
         m = self.m
         n = self._release_held(c, "replay")
         if n:
-            m.incident.replay(m.env.now, m.replay_bytes(n))
+            self.inc.replay(m.env.now, m.replay_bytes(n))
 
     def _release_held(self, c: Client, via: str | None) -> list[LogEvent]:
         """Live servers that kept messages for *c* forward them to its new connection."""
@@ -221,11 +234,11 @@ class DirectDelivery(QueueDelivery):
             if c.server is s and c.inbox:
                 lost += sum(1 for ev in c.inbox if ev.kind == MSG and ev.msg not in c.seen)
                 c.inbox = []
-        m.incident.lost_in_memory += lost
+        self.inc.lost_in_memory += lost
 
     def dropped(self, events: list[LogEvent]) -> None:
         """A poll's answer died with its server, and with it the only copy of its messages."""
-        self.m.incident.lost_in_memory += sum(1 for ev in events if ev.kind == MSG)
+        self.inc.lost_in_memory += sum(1 for ev in events if ev.kind == MSG)
 
 
 DESIGNS = {"queue": QueueDelivery, "direct": DirectDelivery}

@@ -25,11 +25,6 @@ if TYPE_CHECKING:
     from .model import ChatModel
 
 
-def fires(sc, end_s: float) -> bool:  # type: ignore[no-untyped-def]
-    """The fault starts inside the run."""
-    return sc.crash_at_s < end_s
-
-
 def run_fault(m: "ChatModel") -> Proc:
     env, sc, cluster = m.env, m.sc, m.cluster
     inc = m.incident

@@ -12,7 +12,9 @@ from chatcore.wire import TRANSPORTS
 
 from .model import ChatModel
 from .params import Scenario
-from .results import LATENCY_KEYS, RunResult, build
+from chatcore.stats import LATENCY_KEYS
+
+from .results import RunResult, build
 from .workload import draw, streams
 
 
@@ -49,7 +51,8 @@ class Comparison:
         return pd.DataFrame(rows)
 
     def _concat(self, attr: str) -> pd.DataFrame:
-        return pd.concat([getattr(r, attr) for r in self.runs.values()], ignore_index=True)
+        tables: list[pd.DataFrame] = [getattr(r, attr) for r in self.runs.values()]
+        return pd.concat(tables, ignore_index=True)
 
     @property
     def messages(self) -> pd.DataFrame:

@@ -21,16 +21,20 @@ Uploads (sends and receipts) are POSTs from a pool of keep-alive connections
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import simpy
 
 from chatcore.states import ConnectionState as CS
 from chatcore.wire import ws_frame_overhead
 
-from .clients import MSG, Client, LogEvent, Proc, Upload
+from .clients import MSG, Client, LogEvent, Proc, Step, Upload
 from .cluster import Server
 from .http import HttpConnection, HttpPool
 from .network import Link
+
+if TYPE_CHECKING:
+    from .model import ChatModel
 
 
 class HttpClient(Client):
@@ -39,7 +43,7 @@ class HttpClient(Client):
 
     __slots__ = ("upload_pool", "recv_conn", "polling_since")
 
-    def __init__(self, model, idx: int):
+    def __init__(self, model: "ChatModel", idx: int):
         super().__init__(model, idx)
         self.upload_pool = HttpPool()  # sends and receipts
         self.recv_conn = HttpConnection()  # polls: one at a time
@@ -50,6 +54,7 @@ class HttpClient(Client):
         self.move(CS.CONNECTING)
         self.move(CS.CONNECTED)
         self.begin(self.server, float(self.m.wl.start_time[self.idx]))
+        self.m.delivery.opened(self)
 
     def upload(self, kind: int, body: int) -> Upload:
         m = self.m
@@ -205,7 +210,7 @@ class LongPollingClient(HttpClient):
     __slots__ = ("waiter", "lp_sent")
     via = "longpoll"
 
-    def __init__(self, model, idx: int):
+    def __init__(self, model: "ChatModel", idx: int):
         super().__init__(model, idx)
         self.waiter: simpy.Event | None = None
         self.lp_sent = 0.0
@@ -240,6 +245,7 @@ class LongPollingClient(HttpClient):
         c_event = m.c_event
         conn = self.recv_conn
         expiry = m.lp_expiry
+        assert expiry is not None
         travel = 0.0  # time the previous response spends on its way back, before the next request
         while True:
             self.lp_sent = env.now + travel
@@ -301,7 +307,7 @@ class WebSocketClient(Client):
     via = "push"
     pushes = True
 
-    def __init__(self, model, idx: int):
+    def __init__(self, model: "ChatModel", idx: int):
         super().__init__(model, idx)
         self.connected: simpy.Event = model.env.event()  # the client has the 101 answer
         self.up_link = Link()
@@ -318,7 +324,7 @@ class WebSocketClient(Client):
         self.inbox.append(ev)  # replayed when the connection opens
         return False
 
-    def push(self, ev: LogEvent, server: Server) -> Proc:
+    def push(self, ev: LogEvent, server: Server) -> Step:
         """Delivery service -> this client's connection on *server*; False if it never got there."""
         m = self.m
         env = m.env
@@ -378,7 +384,7 @@ class WebSocketClient(Client):
             yield from self.reconnect()
             yield from self.heartbeats()
 
-    def handshake(self) -> Proc:
+    def handshake(self) -> Step:
         """The first connect: TCP, the upgrade on the client's home server, then the replay of
         what its log got before the connection opened. False if the server was dead."""
         m = self.m
@@ -399,8 +405,12 @@ class WebSocketClient(Client):
         self.begin(server)
         self.last_ping = env.now
         connected = self.connected
-        env.timeout(net.arrival(env.now, self.down_link) - env.now).callbacks.append(
-            lambda _e: connected.succeed())  # the client can send once the answer arrives
+
+        def answered(_e: simpy.Event) -> None:  # the client can send once the answer arrives
+            if not connected.triggered:
+                connected.succeed()
+
+        env.timeout(net.arrival(env.now, self.down_link) - env.now).callbacks.append(answered)
         m.delivery.opened(self)
         # Replay what the log got before the connection opened, in order.
         backlog, self.inbox = self.inbox, []

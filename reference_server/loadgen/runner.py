@@ -241,7 +241,8 @@ class LoadRun:
                     asyncio.get_running_loop().call_soon(self._flush, idx)
                 batch.append((event["conversation"], int(event["id"]), key[0]))
         elif kind == "receipt":
-            sent = self.receipt_sent.get((event.get("conversation"), event.get("up_to"), event.get("status")))
+            sent = self.receipt_sent.get((event.get("conversation"), event.get("up_to"),  # type: ignore[arg-type]
+                                          event.get("status")))
             if sent is not None:
                 self.receipt_latency.append((self.rel(sent), (t - sent) * 1000.0))
 

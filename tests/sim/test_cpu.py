@@ -131,6 +131,7 @@ def _heavy(dist: str) -> Scenario:
                                           service_time_dist=dist, group_size=3))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dist", ["exponential", "deterministic"])
 @pytest.mark.parametrize("transport", ["short_polling", "long_polling", "websocket"])
 def test_model_runs_are_identical_with_a_plain_resource(transport: str, dist: str, monkeypatch) -> None:
