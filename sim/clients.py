@@ -54,6 +54,8 @@ class Client:
     via = "poll"
     #: the delivery service pushes events to this transport's connection (else it wakes or waits)
     pushes = False
+    #: a pushing transport's server holds its connection now
+    open = False
 
     def __init__(self, model: "ChatModel", idx: int):
         self.m = model
@@ -68,7 +70,7 @@ class Client:
         self.cut = False        # partitioned from every server
         self.history: list[LogEvent] = []  # queue design: the durable log's messages for this user
         self.cursor = 0         # history[:cursor] all received
-        self.seen: set[int] = set()
+        self.seen: set[int] = set()  # message ids received (kept in a run with a fault)
         self.outbox: list[int] = []  # messages sent but not acknowledged: resent after reconnecting
         self.backoff: Backoff | None = None  # made by the model when the run has a fault
         self.affected = False
@@ -100,16 +102,17 @@ class Client:
         m = self.m
         msgs = None
         seen = self.seen
+        inc = m.incident
         for ev in events:
             if ev.kind == MSG:
-                if ev.msg in seen:
-                    if m.incident is not None:
-                        m.incident.duplicates += 1
-                    continue
-                seen.add(ev.msg)
+                if inc is not None:  # only a fault duplicates (and no run without one pays for the set)
+                    if ev.msg in seen:
+                        inc.duplicates += 1
+                        continue
+                    seen.add(ev.msg)
                 m.rec.delivery(ev.msg, self.idx, ev.available, at)
-                if m.incident is not None:
-                    m.incident.delivered(self, ev, at)
+                if inc is not None:
+                    inc.delivered(self, ev, at)
                 if msgs is None:
                     msgs = [ev.msg]
                 else:
@@ -118,8 +121,9 @@ class Client:
                 m.rec.receipt(ev.msg, _STATUS[ev.kind], ev.sent, at)
         if msgs is not None:
             h = self.history
-            while self.cursor < len(h) and h[self.cursor].msg in seen:
-                self.cursor += 1
+            if h:
+                while self.cursor < len(h) and h[self.cursor].msg in seen:
+                    self.cursor += 1
             if m.sc.receipts:
                 m.env.process(m.receipts_flow(self, msgs, at))
 

@@ -67,8 +67,7 @@ class Server:
         self.rate = sc.max_connects_per_s
         self.tokens = max(1.0, self.rate)
         self.token_t = 0.0
-        self.bin_s = sc.bin_s
-        self.busy = [0.0] * rec.n_bins  # CPU seconds started in each bin
+        self.busy = rec.new_cpu_bins()  # CPU seconds started in each bin
         # direct design: messages this server keeps in memory for a recipient with no session
         self.held: dict[int, list["LogEvent"]] = {}
 
@@ -90,8 +89,7 @@ class Server:
         cpu.free(req)
         if self.epoch != epoch:
             return False
-        self.busy[int(start / self.bin_s)] += cost_s
-        self.rec.cpu(op, arrival, start, cost_s)
+        self.rec.cpu(op, arrival, start, cost_s, self.busy)
         return True
 
     def admit(self, now: float) -> bool:

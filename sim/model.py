@@ -30,7 +30,7 @@ from .clients import DELIVERED, READ, Client, LogEvent, Proc
 from .cluster import Cluster, ServiceTimes
 from .delivery import DESIGNS
 from .faults import run_fault
-from .http import LongPollExpiry
+from .transports.http import LongPollExpiry
 from .incident import IncidentRecorder
 from .network import Network
 from .params import Scenario
@@ -104,11 +104,13 @@ class ChatModel:
         self.c_event = sc.cpu_per_event_ms * ms
         self.c_connect = sc.connect_cpu_ms * ms
         self.c_reject = sc.reject_cpu_ms * ms
-        self.delivery = DESIGNS[sc.delivery_design](self)
-        self.stored: set[int] = set()  # message ids stored (queue) or acknowledged (direct)
+        self.stored: set[int] = set()  # message ids stored (queue) or acknowledged (direct); fault runs only
         self.delivery_alive = True
         self.fault = fault and sc.crash_at_s < self.end_s
         self.incident = IncidentRecorder(self.rec.n_bins, sc.bin_s, sc.crash_at_s) if fault else None
+        self.delivery = DESIGNS[sc.delivery_design](self)
+        #: message i's flow, started at its send time (and again for a resend): the delivery design's
+        self.message_flow = self.delivery.send
         self.attempt_id = 0
         self.waiting = [0] * sc.clients  # the connect attempt each client waits for
         self.lp_expiry = LongPollExpiry(self.env, sc.long_poll_timeout_s) if transport == "long_polling" else None
@@ -136,14 +138,6 @@ class ChatModel:
         return self.sizes.poll_body(size, len(events))
 
     # --- flows -------------------------------------------------------------------------
-    def message_flow(self, i: int) -> Proc:
-        sender = self.clients[int(self.wl.sender[i])]
-        sent = self.env.now
-        started = float(self.wl.start_time[sender.idx])
-        if started > sent:  # the user's app is not running yet: it sends once it starts
-            yield self.env.timeout(started - sent)
-        yield from self.delivery.send(sender, i, sent)
-
     def receipts_flow(self, reader: Client, msgs: list[int], at: float) -> Proc:
         """*reader* got *msgs* (one conversation) at *at*: a delivered receipt now,
         a read receipt after the read delay, each covering all of *msgs*."""
@@ -155,8 +149,8 @@ class ChatModel:
         for kind in (DELIVERED, READ):
             if kind == READ:
                 yield env.timeout(float(self.wl.read_delay[newest]))
-            if reader.session > 0 and reader.state is not self.CONNECTED:
-                continue  # offline: the next receipt carries the watermark
+            if reader.lost:
+                continue  # the session is gone: the next receipt carries the watermark
             sent = env.now
             server, session = reader.server, reader.session
             epoch = server.epoch

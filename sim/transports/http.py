@@ -1,17 +1,21 @@
-"""HTTP connection bookkeeping: a keep-alive connection, a client's pool of them for uploads,
-and the one process that ends held long polls at their timeout."""
+"""What both HTTP transports share: keep-alive connection bookkeeping, a client's pool of them
+for uploads, the one process that ends held long polls at their timeout, and
+:class:`HttpClient` (uploads as POSTs, poll responses, the session's connections)."""
 
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Generator
+from typing import TYPE_CHECKING
 
 import simpy
 
-if TYPE_CHECKING:
-    from .recorder import Recorder
+from chatcore.states import ConnectionState as CS
 
-Proc = Generator[simpy.Event, object, None]
+from ..clients import MSG, Client, LogEvent, Proc, Upload
+
+if TYPE_CHECKING:
+    from ..model import ChatModel
+    from ..recorder import Recorder
 
 
 class HttpConnection:
@@ -125,3 +129,91 @@ class LongPollExpiry:
                 _, w = queue.popleft()
                 if not w.triggered:
                     w.succeed()
+
+
+class HttpClient(Client):
+    """Polls on one keep-alive connection; sends messages and receipts as POSTs from a pool
+    of them (:class:`HttpPool`). Its session begins when the user's app starts."""
+
+    __slots__ = ("upload_pool", "recv_conn", "polling_since")
+
+    def __init__(self, model: "ChatModel", idx: int):
+        super().__init__(model, idx)
+        self.upload_pool = HttpPool()  # sends and receipts
+        self.recv_conn = HttpConnection()  # polls: one at a time
+        self.polling_since = -1.0  # arrival of the poll the server is working on or holding
+
+    def start(self) -> None:
+        """The app starts: the first request opens the session (no separate connect)."""
+        self.move(CS.CONNECTING)
+        self.move(CS.CONNECTED)
+        self.begin(self.server, float(self.m.wl.start_time[self.idx]))
+        self.m.delivery.opened(self)
+
+    def upload(self, kind: int, body: int) -> Upload:
+        m = self.m
+        env = m.env
+        server = self.server
+        new = self.upload_pool.acquire(env.now, m.keepalive_s, m.rec)
+        delay = m.net.delay() + (m.net.connect_delay() if new else 0.0)
+        yield env.timeout(delay)
+        if self.lost:
+            return None  # into a dead server or a cut network: no answer
+        now = env.now
+        if kind == MSG:
+            m.rec.up("send", now, m.req_hdr, body)
+            cost = m.c_http_send
+        else:
+            m.rec.up("receipt", now, m.req_hdr, body)
+            cost = m.c_http_receipt
+        ok = yield from server.work("send" if kind == MSG else "receipt", cost + (m.c_handshake if new else 0.0))
+        return now if ok else None
+
+    def acked(self, kind: int, arrived: float, session: int) -> None:
+        m = self.m
+        now = m.env.now
+        m.rec.down("send" if kind == MSG else "receipt", now, m.resp_hdr,
+                   m.sizes.ack if kind == MSG else m.receipt_ack_bytes)
+        m.rec.held(arrived, now)
+        self.upload_pool.release(now + m.net.delay())  # reusable once the answer reaches the client
+
+    def finish(self, end: float) -> None:
+        if self.polling_since >= 0.0:  # still held when the run ends
+            self.m.rec.held(self.polling_since, end)
+        self.upload_pool.close(end, self.m.keepalive_s, self.m.rec)
+        self.recv_conn.close(end, self.m.keepalive_s, self.m.rec)
+
+    def on_lost(self, t: float) -> None:
+        if self.polling_since >= 0.0:  # the held or served request ends with the server
+            self.m.rec.held(self.polling_since, t)
+            self.polling_since = -1.0
+
+    def end_session(self, t: float) -> None:
+        m = self.m
+        self.upload_pool.close(t, m.keepalive_s, m.rec)
+        self.recv_conn.close(t, m.keepalive_s, m.rec)
+        self.upload_pool = HttpPool()
+        self.recv_conn = HttpConnection()
+
+    def resume(self) -> None:
+        # the reconnect opened a connection: the next poll goes out on it
+        now = self.m.env.now
+        self.recv_conn.opened = now
+        self.recv_conn.idle_since = now
+        super().resume()
+
+    def respond(self, name: str, arrived: float) -> list[LogEvent]:
+        """Write a poll response with every pending event; return the events."""
+        m = self.m
+        now = m.env.now
+        events = self.inbox
+        self.inbox = []
+        size = 0
+        for ev in events:
+            size += ev.size
+        m.rec.down(name, now, m.resp_hdr, m.sizes.poll_body(size, len(events)))
+        m.rec.poll_response(now, len(events))
+        m.rec.held(arrived, now)
+        self.polling_since = -1.0
+        self.recv_conn.release(now)
+        return events
