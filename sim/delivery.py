@@ -75,7 +75,7 @@ class QueueDelivery:
             sender.outbox.append(i)  # stored, but the ack died with the session: resent, then deduplicated
         else:
             sender.acked(MSG, arrived, session)
-        yield from self.publish(m.recipients(i), MSG, i, m.sizes.message_event, sent, server)
+        yield from self.publish(m.recipients(i, sender.idx), MSG, i, m.sizes.message_event, sent, server)
 
     def publish(self, targets: Iterable[Client], kind: int, msg: int, size: int, sent: float,
                 origin: Server) -> Proc:
@@ -195,7 +195,7 @@ class DirectDelivery(QueueDelivery):
                 self.inc.resends_deduplicated += 1
                 return
             m.stored.add(i)
-        yield from self.publish(m.recipients(i), MSG, i, m.sizes.message_event, sent, server)
+        yield from self.publish(m.recipients(i, sender.idx), MSG, i, m.sizes.message_event, sent, server)
 
     def publish(self, targets: Iterable[Client], kind: int, msg: int, size: int, sent: float,
                 origin: Server) -> Proc:

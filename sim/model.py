@@ -126,8 +126,10 @@ class ChatModel:
         """A client's connection moves only as ``chatcore.states.CONNECTION_TRANSITIONS`` allows."""
         return check_transition(CONNECTION_TRANSITIONS, current, to)
 
-    def recipients(self, i: int) -> list[Client]:
-        sender = int(self.wl.sender[i])
+    def recipients(self, i: int, sender: int | None = None) -> list[Client]:
+        """Message *i*'s recipients: its conversation's members but its *sender* (looked up if not given)."""
+        if sender is None:
+            sender = int(self.wl.sender[i])
         return [self.clients[c] for c in self.wl.members[int(self.wl.conversation[i])] if c != sender]
 
     def replay_bytes(self, events: list[LogEvent]) -> int:

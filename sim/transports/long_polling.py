@@ -36,71 +36,72 @@ class LongPollingClient(HttpClient):
         return self.waiter is not None
 
     def run(self) -> Proc:
+        """The client's process (the polls() generator itself: the hot loop is not delegated)."""
+        return self.polls()
+
+    def polls(self) -> Proc:
+        """Start, then hold a request at the server, again and again; when the session is lost and the
+        client has noticed, reconnect and go on."""
         m = self.m
         yield m.env.timeout(m.wl.start_time[self.idx])
         self.start()
-        while True:
-            yield from self.polls()
-            yield from self.reconnect()
-
-    def polls(self) -> Proc:
-        """Hold a request at the server, again and again, until the session is lost and noticed."""
-        m = self.m
-        env, net, rec, server = m.env, m.net, m.rec, self.server
-        cpu, timeout = server.cpu, env.timeout
-        busy = server.busy
-        keepalive = m.keepalive_s
-        c_event = m.c_event
-        conn = self.recv_conn
-        expiry = m.lp_expiry
-        assert expiry is not None
-        travel = 0.0  # time the previous response spends on its way back, before the next request
-        while True:
-            self.lp_sent = env.now + travel
-            new = conn.acquire(self.lp_sent, keepalive, rec)
-            yield timeout(travel + net.delay() + (net.connect_delay() if new else 0.0))
-            if self.lost:
-                break
-            arrived = self.polling_since = env.now
-            rec.up("longpoll", arrived, m.req_hdr, 0)
-            # Hold (or, with events waiting, hold and release at once) on one core.
-            held = not self.inbox
-            op = "longpoll"
-            cost = m.c_lp_hold + (m.c_handshake if new else 0.0)
-            if not held:
-                cost += m.c_lp_release + len(self.inbox) * c_event
+        while True:  # one session per turn
+            env, net, rec, server = m.env, m.net, m.rec, self.server
+            cpu, timeout = server.cpu, env.timeout
+            busy = server.busy
+            keepalive = m.keepalive_s
+            c_event = m.c_event
+            conn = self.recv_conn
+            expiry = m.lp_expiry
+            assert expiry is not None
+            travel = 0.0  # time the previous response spends on its way back, before the next request
             while True:
-                if server.exponential:
-                    cost *= server.unit()
-                queued = env.now
-                req = cpu.acquire()
-                if req is not None:
-                    yield req
-                start = env.now
-                yield timeout(cost)
-                cpu.free(req)
+                self.lp_sent = env.now + travel
+                new = conn.acquire(self.lp_sent, keepalive, rec)
+                yield timeout(travel + net.delay() + (net.connect_delay() if new else 0.0))
                 if self.lost:
                     break
-                rec.cpu(op, queued, start, cost, busy)
+                arrived = self.polling_since = env.now
+                rec.up("longpoll", arrived, m.req_hdr, 0)
+                # Hold (or, with events waiting, hold and release at once) on one core.
+                held = not self.inbox
+                op = "longpoll"
+                cost = m.c_lp_hold + (m.c_handshake if new else 0.0)
                 if not held:
-                    break
-                held = False
-                if not self.inbox:  # wait for the delivery service or the timeout
-                    waiter = self.waiter = env.event()
-                    expiry.hold(env.now, waiter)
-                    yield waiter
-                    self.waiter = None
+                    cost += m.c_lp_release + len(self.inbox) * c_event
+                while True:
+                    if server.exponential:
+                        cost *= server.unit()
+                    queued = env.now
+                    req = cpu.acquire()
+                    if req is not None:
+                        yield req
+                    start = env.now
+                    yield timeout(cost)
+                    cpu.free(req)
                     if self.lost:
                         break
-                op = "longpoll_release"
-                cost = m.c_lp_release + len(self.inbox) * c_event
-            if self.lost:
-                break
-            events = self.respond("longpoll", arrived)
-            travel = net.delay()
-            if events:
-                self.received(events, env.now + travel)
-        yield from self.wait_notice()
+                    rec.cpu(op, queued, start, cost, busy)
+                    if not held:
+                        break
+                    held = False
+                    if not self.inbox:  # wait for the delivery service or the timeout
+                        waiter = self.waiter = env.event()
+                        expiry.hold(env.now, waiter)
+                        yield waiter
+                        self.waiter = None
+                        if self.lost:
+                            break
+                    op = "longpoll_release"
+                    cost = m.c_lp_release + len(self.inbox) * c_event
+                if self.lost:
+                    break
+                events = self.respond("longpoll", arrived)
+                travel = net.delay()
+                if events:
+                    self.received(events, env.now + travel)
+            yield from self.wait_notice()
+            yield from self.reconnect()
 
     def detect_time(self, t: float, silent: bool) -> float:
         sc = self.m.sc
