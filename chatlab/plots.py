@@ -123,9 +123,11 @@ def crash_backlog(results) -> Figure:
             ax1.plot(r.bins["t_s"], r.bins["queue_backlog"], color=line.get_color(), ls=":", lw=0.9)
         ax2.plot(r.bins["t_s"], r.bins["replay_bytes"].cumsum() / 1e3, label=label)
     sc = results[0].scenario
-    ax1.set_title("messages sent, not yet received" + (" (dotted: delivery backlog)" if outage else ""))
+    ax1.set_title("messages on their way (sent, not yet received, not lost)"
+                  + ("\ndotted: events (messages and receipts) waiting for the delivery service" if outage else ""),
+                  fontsize=10)
     ax1.set_ylabel("(message, recipient) pairs")
-    ax2.set_title("bytes replayed by resumes after the fault, cumulative")
+    ax2.set_title("bytes replayed by resumes (cumulative)")
     ax2.set_ylabel("kB")
     ax1.axvline(sc.duration_s, color="grey", ls=":", lw=0.8)
     ax1.text(sc.duration_s, ax1.get_ylim()[1], " sends stop", color="grey", va="top", fontsize=8)

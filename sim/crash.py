@@ -86,7 +86,8 @@ def _build(m: ChatModel, policy: str, run: RunResult) -> CrashResult:
                             set(zip(messages["msg"].tolist(), messages["recipient"].tolist())),
                             m.stored.__contains__, kept)
     expected, lost, held, undelivered = out["expected"], out["lost"], out["held"], out["unacked"]
-    pend_start = [wl.send_time[i] for i, _ in out["missing"]]
+    # waiting pairs stay in flight to the end; lost ones are not in flight (messages_lost counts them)
+    pend_start = [wl.send_time[i] for i, r in out["missing"] if i not in m.stored or kept(i, r)]
     pend_end = [m.end_s] * len(pend_start)
     _, _, pending = step_profile(np.concatenate([sent, np.asarray(pend_start, dtype=float)]),
                                  np.concatenate([recv, np.asarray(pend_end, dtype=float)]), 0.0, m.end_s, edges)
