@@ -3,9 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
-export PYTHONASYNCIODEBUG ?= 0
 
-.PHONY: demo test test-fast bench services serve calibrate validate clean
+.PHONY: demo test test-fast typecheck bench services serve calibrate validate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +17,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither" || true
-	$(BIN)/python -c "import sim, chatlab, chatcore, reference_server, pytest, nbmake, playwright"
+	$(BIN)/python -c "import sim, chatlab, chatcore, reference_server, pytest, nbmake, playwright, mypy"
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -27,8 +26,14 @@ demo: $(VENV)/.installed
 services:
 	bash tools/ensure-services.sh
 
-test: $(VENV)/.installed-dev services
-	CHATLAB_SMALL=1 $(BIN)/python -W error::RuntimeWarning -m pytest -q --nbmake tests notebooks
+# The suite runs in asyncio's debug mode with every warning an error (pyproject.toml:
+# filterwarnings), after the type check.
+test: $(VENV)/.installed-dev services typecheck
+	PYTHONASYNCIODEBUG=1 CHATLAB_SMALL=1 $(BIN)/python -W error -m pytest -q --nbmake tests notebooks
+
+# mypy over the packages listed in pyproject.toml ([tool.mypy] files).
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/python -m mypy
 
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -x -m "not browser and not slow" tests

@@ -36,10 +36,6 @@ class Cursor:
     def __str__(self) -> str:
         return f"{self.epoch}.{self.seq}"
 
-    def after(self, seq: int) -> "Cursor":
-        """The cursor of event *seq* in the same log."""
-        return Cursor(self.epoch, seq)
-
     @classmethod
     def parse(cls, text: str) -> "Cursor":
         """Parse ``"<epoch>.<seq>"``; raise :class:`CursorError` for anything else."""

@@ -6,7 +6,11 @@ move a message backwards (a late "delivered" after "read") changes nothing.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import Enum, IntEnum
+from typing import Mapping, TypeVar
+
+S = TypeVar("S")
+W = TypeVar("W")
 
 
 class MessageState(str, Enum):
@@ -20,6 +24,15 @@ class ReceiptStatus(str, Enum):
 
     DELIVERED = "delivered"
     READ = "read"
+
+
+class EventKind(IntEnum):
+    """What an event in a user's log carries: a message, or a receipt of one of the two kinds
+    (the simulation keeps these as small integers in its hot loops)."""
+
+    MESSAGE = 0
+    DELIVERED = 1
+    READ = 2
 
 
 class PresenceState(str, Enum):
@@ -43,12 +56,14 @@ MESSAGE_TRANSITIONS: dict[MessageState, frozenset[MessageState]] = {
     MessageState.READ: frozenset(),
 }
 
-#: Allowed moves of a client connection.
+#: Allowed moves of a client connection (the client library and the simulation's clients move
+#: only along these; closing the client is allowed from any state).
 CONNECTION_TRANSITIONS: dict[ConnectionState, frozenset[ConnectionState]] = {
     ConnectionState.DISCONNECTED: frozenset({ConnectionState.CONNECTING}),
-    ConnectionState.CONNECTING: frozenset({ConnectionState.CONNECTED, ConnectionState.BACKING_OFF}),
+    ConnectionState.CONNECTING: frozenset({ConnectionState.CONNECTED, ConnectionState.BACKING_OFF,
+                                           ConnectionState.DISCONNECTED}),
     ConnectionState.CONNECTED: frozenset({ConnectionState.DISCONNECTED, ConnectionState.BACKING_OFF}),
-    ConnectionState.BACKING_OFF: frozenset({ConnectionState.CONNECTING}),
+    ConnectionState.BACKING_OFF: frozenset({ConnectionState.CONNECTING, ConnectionState.DISCONNECTED}),
 }
 
 
@@ -56,3 +71,25 @@ def advance_message_state(current: MessageState, receipt: ReceiptStatus | str) -
     """The state after *receipt*; unchanged when the receipt would go backwards."""
     target = MessageState(ReceiptStatus(receipt).value)
     return target if target in MESSAGE_TRANSITIONS[current] else current
+
+
+class TransitionError(ValueError):
+    """A move that the state table does not allow."""
+
+
+def check_transition(table: Mapping[S, frozenset[S]], current: S, target: S) -> S:
+    """Return *target* if the table allows ``current -> target``; raise TransitionError otherwise."""
+    if target not in table[current]:
+        raise TransitionError(f"{getattr(current, 'value', current)} -> {getattr(target, 'value', target)}: "
+                              f"not an allowed transition")
+    return target
+
+
+def advance_watermark(stored: W | None, proposed: W) -> tuple[W, bool]:
+    """Receipts only move forward: the watermark after a receipt for *proposed* arrives where
+    *stored* was the newest acknowledged position (None: none yet). Returns ``(effective, moved)``;
+    a receipt at or below the stored watermark changes nothing (``moved`` is False) and reaches
+    nobody. Positions are anything ordered: message ids, cursors."""
+    if stored is None or stored < proposed:  # type: ignore[operator]
+        return proposed, True
+    return stored, False

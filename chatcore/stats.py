@@ -35,7 +35,7 @@ def step_profile(starts: np.ndarray, ends: np.ndarray, t0: float, t1: float,
         k = np.searchsorted(times, t, side="right") - 1
         before = k < 0
         kk = np.clip(k, 0, None)
-        out = area[kk] + level[kk] * (t - times[kk])
+        out: np.ndarray = area[kk] + level[kk] * (t - times[kk])
         out[before] = 0.0
         return out
 

@@ -51,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     from .parallel import run_many, transports_tasks
 
     scenario = scenario_from_args(args)
+    warnings = sim.window_warnings(scenario)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
     reps = _replications(args.replications)
     scenarios = sim.replicate_scenarios(scenario, reps)
     jobs = _jobs(args.jobs, len(scenario.transports) * reps)
@@ -64,9 +67,10 @@ def run(args: argparse.Namespace) -> int:
     k = len(scenario.transports)
     cmps = [sim.compare(sc, runs[i * k:(i + 1) * k]) for i, sc in enumerate(scenarios)]
     if reps == 1:
-        print(report.json_text(cmps[0]) if args.json else report.text_table(cmps[0]))
+        print(report.json_text(cmps[0], warnings) if args.json else report.text_table(cmps[0]))
     else:
-        print(report.replications_json(scenario, cmps) if args.json else report.replications_table(scenario, cmps))
+        print(report.replications_json(scenario, cmps, warnings) if args.json
+              else report.replications_table(scenario, cmps))
     if out is not None:
         try:
             written = report.write_outputs(cmps[0], out)

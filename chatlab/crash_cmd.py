@@ -45,13 +45,10 @@ def _policies(text: str | None, default: str) -> list[str]:
     return names
 
 
-def _fmt(fmt: str, v) -> str:
-    if v is None:
-        return "never"
-    try:
-        return fmt.format(v)
-    except (TypeError, ValueError):
-        return str(v)
+def _fmt(template: str, v) -> str:
+    from chatcore.tables import fmt
+
+    return fmt(template, v, missing="never")
 
 
 def _table(scenario, results) -> str:
@@ -85,9 +82,16 @@ def run(args: argparse.Namespace) -> int:
     from concurrent.futures import ProcessPoolExecutor
 
     from .compare_cmd import _jobs
-    from sim.runner import jsonable
+    from chatcore.tables import jsonable
+
+    import sys
+
+    from sim.checks import window_warnings
 
     scenario = scenario_from_args(args)
+    warnings = window_warnings(scenario, crash=True)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
     policies = _policies(args.policies, scenario.reconnect_policy)
     tasks = [(scenario, t, p) for t in scenario.transports for p in policies]
     jobs = _jobs(args.jobs, len(tasks))
@@ -102,8 +106,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         results = [_run_one(t) for t in tasks]
     if args.json:
-        print(json.dumps({"scenario": scenario.to_dict(), "results": [jsonable(r.summary) for r in results]},
-                         indent=2, allow_nan=False))
+        doc = {"scenario": scenario.to_dict(), "results": [jsonable(r.summary) for r in results]}
+        if warnings:
+            doc["warnings"] = warnings
+        print(json.dumps(doc, indent=2, allow_nan=False))
     else:
         print(_table(scenario, results))
     if out is not None:

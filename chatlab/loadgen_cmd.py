@@ -42,11 +42,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out={args.out}: exists and is not a directory")
-    sc = load_scenario(LOADGEN_DEFAULTS, None, args.scenario, args.overrides)
-    extra = {"redis_url": args.redis_url}
-    if crash is not None:
-        extra["crash_at_s"] = crash
-    cfg = load_config(sc, args.transport, **extra)
+    overrides = list(args.overrides) + ([f"crash_at_s={crash!r}"] if crash is not None else [])
+    sc = load_scenario(LOADGEN_DEFAULTS, None, args.scenario, overrides)
+    cfg = load_config(sc, args.transport, crash=crash is not None, redis_url=args.redis_url)
 
     from reference_server.loadgen import ServerFailed, result_json, run_load
     try:

@@ -110,17 +110,30 @@ def crash_reconnects(results) -> Figure:
 
 
 def crash_backlog(results) -> Figure:
-    """Events waiting for the delivery service, and replay bytes, over time."""
+    """Messages sent and not yet received (and, under a delivery outage, the events waiting for
+    the delivery service), and the bytes that resumes after the fault replayed."""
     fig = Figure(figsize=(10, 3.5), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
+    outage = False
     for r in results:
         label = f"{LABELS.get(r.transport, r.transport)}, {r.reconnect_policy}"
-        ax1.plot(r.bins["t_s"], r.bins["queue_backlog"], label=label)
-        ax2.plot(r.bins["t_s"], r.bins["replay_bytes"].cumsum(), label=label)
-    ax1.set_title("delivery backlog (events)")
-    ax2.set_title("replay bytes, cumulative")
+        line, = ax1.plot(r.bins["t_s"], r.bins["messages_in_flight"], label=label)
+        if r.bins["queue_backlog"].any():
+            outage = True
+            ax1.plot(r.bins["t_s"], r.bins["queue_backlog"], color=line.get_color(), ls=":", lw=0.9)
+        ax2.plot(r.bins["t_s"], r.bins["replay_bytes"].cumsum() / 1e3, label=label)
+    sc = results[0].scenario
+    ax1.set_title("messages on their way (sent, not yet received, not lost)"
+                  + ("\ndotted: events (messages and receipts) waiting for the delivery service" if outage else ""),
+                  fontsize=10)
+    ax1.set_ylabel("(message, recipient) pairs")
+    ax2.set_title("bytes replayed by resumes (cumulative)")
+    ax2.set_ylabel("kB")
+    ax1.axvline(sc.duration_s, color="grey", ls=":", lw=0.8)
+    ax1.text(sc.duration_s, ax1.get_ylim()[1], " sends stop", color="grey", va="top", fontsize=8)
     for ax in (ax1, ax2):
-        ax.set_xlabel("simulated time (s)")
+        ax.axvline(sc.crash_at_s, color="black", ls="--", lw=0.8)
+        ax.set_xlabel("simulated time (s); dashed: the fault")
         ax.grid(True, alpha=0.3)
     ax1.legend(fontsize=8)
     return fig

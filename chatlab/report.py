@@ -33,13 +33,10 @@ ROWS: list[tuple[str, str, str]] = [
 ]
 
 
-def _fmt(fmt: str, v: Any) -> str:
-    if v is None or (isinstance(v, float) and v != v):
-        return "-"
-    try:
-        return fmt.format(v)
-    except (ValueError, TypeError):
-        return str(v)
+def _fmt(template: str, v: Any) -> str:
+    from chatcore.tables import fmt
+
+    return fmt(template, v)
 
 
 def text_table(cmp) -> str:
@@ -93,10 +90,10 @@ def replications_table(scenario, cmps) -> str:
     return "\n".join(lines)
 
 
-def replications_json(scenario, cmps) -> str:
+def replications_json(scenario, cmps, warnings: list[str] | None = None) -> str:
     """The contract's shape, with replication means, plus ``ci95_half_width`` and ``replications``."""
     import sim
-    from sim.results import LATENCY_KEYS
+    from chatcore.stats import LATENCY_KEYS
 
     ci = sim.confidence_table(_replication_rows(cmps))
     results = []
@@ -117,8 +114,11 @@ def replications_json(scenario, cmps) -> str:
                 half[metric] = hw
         res["ci95_half_width"] = half
         results.append(res)
-    return json.dumps({"scenario": scenario.to_dict(), "results": results,
-                       "seeds": [c.scenario.seed for c in cmps]}, indent=2, allow_nan=False)
+    doc: dict[str, Any] = {"scenario": scenario.to_dict(), "results": results,
+                           "seeds": [c.scenario.seed for c in cmps]}
+    if warnings:
+        doc["warnings"] = list(warnings)
+    return json.dumps(doc, indent=2, allow_nan=False)
 
 
 def write_replications(cmps, out: Path) -> list[Path]:
@@ -131,8 +131,12 @@ def write_replications(cmps, out: Path) -> list[Path]:
     return [p1, p2]
 
 
-def json_text(cmp) -> str:
-    return json.dumps(cmp.to_json(), indent=2, allow_nan=False)
+def json_text(cmp, warnings: list[str] | None = None) -> str:
+    """The comparison as JSON; *warnings* (window traps, ``sim.window_warnings``) only when there are some."""
+    doc = cmp.to_json()
+    if warnings:
+        doc["warnings"] = list(warnings)
+    return json.dumps(doc, indent=2, allow_nan=False)
 
 
 def check_out_dir(out: Path, given: str) -> None:

@@ -123,11 +123,8 @@ def load_scenario(defaults: dict[str, Any], calibration: str | None, scenario_fi
 def load_config(sc, transport: str, crash: bool = False, **extra: Any):
     """The load generator's configuration for scenario *sc* (the crash only if *crash*)."""
     from reference_server.loadgen import LoadConfig
-    d = sc.to_dict()
-    if not crash:
-        d.pop("crash_at_s", None)
     try:
-        return LoadConfig.from_params(d, transport=transport, **extra)
+        return LoadConfig.from_params(sc.to_values(), transport=transport, crash=crash, **extra)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -247,7 +244,10 @@ def run_crash_case(sc, transport: str, redis_url: str | None) -> tuple[Any, Any,
         return None, None, f"crash/{transport}: {exc or type(exc).__name__}"
     if meas.crash is None:
         return meas, None, f"crash/{transport}: the crash did not happen"
+    # One reference server: its delivery finds connections in its own memory, which dies with it,
+    # so nothing routes to the dead process after the crash (a registry that learns at once).
     csc = sc.with_overrides({"servers": 1, "crashed_servers": 1, "fault": "servers", "crash_mode": "reset",
+                             "registry_ttl_s": 0,
                              "downtime_s": round(meas.crash["downtime_s"], 3)})
     return meas, run_crash(csc, transport), None
 
@@ -302,12 +302,9 @@ def crash_rows(transport: str, clients: int, meas: Any, sim: Any) -> list[dict[s
 
 # --- output -------------------------------------------------------------------------------
 def _fmt(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    v = float(v)
-    if v != 0 and abs(v) < 1:
-        return f"{v:.3f}"
-    return f"{v:,.1f}" if abs(v) < 1e5 else f"{v:,.0f}"
+    from chatcore.tables import fmt_auto
+
+    return fmt_auto(v)
 
 
 def text_table(rows: list[dict[str, Any]]) -> str:
@@ -417,7 +414,7 @@ def machine_metadata() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    pkgs = {}
+    pkgs: dict[str, str | None] = {}
     for p in ("aiohttp", "websockets", "fakeredis", "redis", "simpy", "numpy"):
         try:
             pkgs[p] = version(p)
@@ -439,14 +436,6 @@ def progress(quiet: bool) -> Callable[[str], None]:
 
 
 def dump_json(obj: Any) -> str:
-    def plain(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        if hasattr(v, "item"):
-            return plain(v.item())
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        return v
-    return json.dumps(plain(obj), indent=2)
+    from chatcore.tables import jsonable
+
+    return json.dumps(jsonable(obj), indent=2, allow_nan=False)

@@ -35,6 +35,7 @@ from websockets.exceptions import ConnectionClosed
 
 from chatcore import (MAX_BODY_BYTES, TRANSPORTS, Backoff, ConnectionState, Cursor, CursorError,
                       encode, receipt_request, send_request)
+from chatcore.states import CONNECTION_TRANSITIONS, check_transition
 
 EventCallback = Callable[[dict[str, Any], float], None]
 
@@ -234,7 +235,7 @@ class ChatClient:
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None
-        self.state = ConnectionState.DISCONNECTED
+        self._move(ConnectionState.DISCONNECTED)
 
     async def _close_ws(self) -> None:
         ws, self._ws = self._ws, None
@@ -298,6 +299,7 @@ class ChatClient:
         loops = {"short_polling": self._poll_once, "long_polling": self._long_poll_once,
                  "websocket": self._ws_session}
         step = loops[self.transport]
+        self._move(ConnectionState.CONNECTING)
         while True:
             try:
                 await step()
@@ -310,16 +312,23 @@ class ChatClient:
                         await self.login()
                 await self._back_off()
 
+    def _move(self, to: ConnectionState) -> None:
+        """Change connection state as ``chatcore.states.CONNECTION_TRANSITIONS`` allows (staying
+        is no move); anything else raises TransitionError."""
+        if to is not self.state:
+            self.state = check_transition(CONNECTION_TRANSITIONS, self.state, to)
+
     async def _back_off(self) -> None:
-        self.state = ConnectionState.BACKING_OFF
+        self._move(ConnectionState.BACKING_OFF)
         await self._close_ws()
         await asyncio.sleep(self.backoff.next_delay())
-        self.state = ConnectionState.CONNECTING
+        self._move(ConnectionState.CONNECTING)
 
     def _connected(self) -> None:
-        if self.state != ConnectionState.CONNECTED:
+        was = self.state
+        self._move(ConnectionState.CONNECTED)
+        if was != ConnectionState.CONNECTED:
             self.connects += 1
-        self.state = ConnectionState.CONNECTED
         self.backoff.reset()
 
     async def _fetch(self, path: str, params: dict[str, str], timeout: float) -> None:
@@ -349,7 +358,7 @@ class ChatClient:
     async def _ws_session(self) -> None:
         """Connect, authenticate, resume from the cursor, then read frames until closed."""
         url = "ws" + self.base_url[len("http"):] + "/ws"
-        self.state = ConnectionState.CONNECTING
+        self._move(ConnectionState.CONNECTING)
         ws = await asyncio.wait_for(websockets.connect(
             url, compression="deflate" if self.ws_compression else None,
             max_size=4 * MAX_BODY_BYTES + 4 * 4000 * 4, open_timeout=10, ping_interval=None), 15)

@@ -10,6 +10,7 @@ socket or a file. Typical use::
 """
 
 from . import analytic
+from .checks import window_warnings
 from .params import PARAMETER_NAMES, ParameterError, Scenario, parse_assignment
 from .replications import confidence_table, replicate_scenarios
 from .results import RunResult
@@ -27,4 +28,5 @@ __all__ = [
     "replicate_scenarios",
     "parse_assignment",
     "run",
+    "window_warnings",
 ]

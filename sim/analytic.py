@@ -38,12 +38,6 @@ def short_polling_requests_per_s(clients: int, poll_interval_s: float) -> float:
     return clients / poll_interval_s
 
 
-def header_overhead_bytes_per_s(requests_per_s: float, request_header_bytes: int,
-                                response_header_bytes: int) -> float:
-    """Bytes per second spent on HTTP headers alone."""
-    return requests_per_s * (request_header_bytes + response_header_bytes)
-
-
 def lg_mbps(bytes_per_s: float) -> float:
     """Bytes per second in Lubbers & Greco's Mbps (2**20 bit/s)."""
     return bytes_per_s * 8.0 / LG_MBPS
@@ -150,3 +144,22 @@ def mmc_response_time(arrival_rate: float, service_rate: float, servers: int) ->
 def min_recovery_time(clients: int, accept_rate_per_s: float) -> float:
     """Reconnecting N clients cannot take less than N / accept rate."""
     return clients / accept_rate_per_s
+
+
+def registry_ttl_loss(users: int, arrival_rate_per_s: float, ttl_s: float, refresh_s: float) -> tuple[float, float]:
+    """Direct design, a crashed server whose *users* do not come back before their registry entries
+    lapse: messages forwarded to it meanwhile are lost. Each entry was refreshed a ~ U[0, refresh_s)
+    before the crash and names the dead server for max(0, ttl - a) more seconds, so the loss is
+    Poisson with mean N lam E[max(0, ttl - a)] (= N lam (ttl - refresh/2) for ttl >= refresh).
+    Returns (mean, sd); the mean of each user's count varies with a, which adds N lam^2 Var(max(0,
+    ttl - a)) to the Poisson variance (docs/CRASH.md)."""
+    if ttl_s <= 0:
+        return 0.0, 0.0
+    h = refresh_s
+    if ttl_s >= h:
+        m1, m2 = ttl_s - h / 2, (ttl_s ** 2 - ttl_s * h + h * h / 3)  # E[x], E[x^2] of x = ttl - a
+    else:
+        m1, m2 = ttl_s ** 2 / (2 * h), ttl_s ** 3 / (3 * h)
+    mean = users * arrival_rate_per_s * m1
+    var = mean + users * arrival_rate_per_s ** 2 * (m2 - m1 * m1)
+    return mean, math.sqrt(var)

@@ -51,12 +51,12 @@ class Cpu(simpy.Resource):
     def acquire(self) -> Request | None:
         """Take a core: None if one was free (taken now), else a queued Request to yield."""
         if len(self.users) < self.capacity and not self.put_queue:  # never ahead of a queued request
-            self.users.append(_GRANTED)
+            self.users.append(_GRANTED)  # type: ignore[arg-type]  # a core taken without a Request
             return None
         return self.request()
 
     def free(self, grant: Request | None) -> None:
         """Give back the core taken by :meth:`acquire` (*grant* is what it returned)."""
-        self.users.remove(_GRANTED if grant is None else grant)
+        self.users.remove(_GRANTED if grant is None else grant)  # type: ignore[arg-type]
         if self.put_queue:
             self._trigger_put(None)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 
-# Indices into a class's counter list.
-UP, DOWN, OVH_UP, PAY_UP, OVH_DOWN, PAY_DOWN, CPU_N, CPU_BUSY, CPU_WAIT = range(9)
+from chatcore.tables import ALL_COUNTERS, CPU_BUSY, CPU_N, CPU_WAIT, DOWN, OVH_DOWN, OVH_UP, PAY_DOWN, PAY_UP, UP
+
+__all__ = ["Recorder", "UP", "DOWN", "OVH_UP", "PAY_UP", "OVH_DOWN", "PAY_DOWN", "CPU_N", "CPU_BUSY", "CPU_WAIT"]
 
 
 class Recorder:
@@ -27,7 +28,7 @@ class Recorder:
         self.b_pay_up = [0] * nb
         self.b_ovh_down = [0] * nb
         self.b_pay_down = [0] * nb
-        self.b_cpu = [0.0] * nb
+        self.cpu_bins: list[list[float]] = []  # per server: CPU seconds started in each bin (new_cpu_bins)
         self.b_deliveries = [0] * nb
         self.poll_responses = 0
         self.empty_responses = 0
@@ -52,7 +53,7 @@ class Recorder:
     def _cls(self, name: str) -> list[float]:
         c = self.classes.get(name)
         if c is None:
-            c = self.classes[name] = [0] * 9
+            c = self.classes[name] = [0] * ALL_COUNTERS
         return c
 
     def up(self, name: str, now: float, overhead: int, payload: int) -> None:
@@ -78,8 +79,21 @@ class Recorder:
             c[OVH_DOWN] += overhead
             c[PAY_DOWN] += payload
 
+    def new_cpu_bins(self) -> list[float]:
+        """A server's own per-bin CPU seconds (the crash tables show each server's)."""
+        bins = [0.0] * self.n_bins
+        self.cpu_bins.append(bins)
+        return bins
+
+    @property
+    def b_cpu(self) -> list[float]:
+        """CPU seconds started in each bin, all servers together."""
+        if len(self.cpu_bins) == 1:
+            return self.cpu_bins[0]
+        return [sum(col) for col in zip(*self.cpu_bins)] if self.cpu_bins else [0.0] * self.n_bins
+
     def poll(self, name: str, arrive: float, start: float, service: float, now: float, req_hdr: int,
-             resp_hdr: int, body: int, n_events: int) -> None:
+             resp_hdr: int, body: int, n_events: int, cpu_bins: list[float]) -> None:
         """One whole poll at once (the model's hottest path): the request that reached the
         server at *arrive*, its CPU from *start*, and the response that left at *now*.
         Same bookkeeping as up() + cpu() + down() + poll_response() + held()."""
@@ -87,7 +101,7 @@ class Recorder:
         b = int(arrive / w)
         self.b_up[b] += 1
         self.b_ovh_up[b] += req_hdr
-        self.b_cpu[int(start / w)] += service
+        cpu_bins[int(start / w)] += service
         b = int(now / w)
         self.b_ovh_down[b] += resp_hdr
         self.b_pay_down[b] += body
@@ -119,8 +133,9 @@ class Recorder:
             if n_events == 0:
                 self.empty_responses += 1
 
-    def cpu(self, op: str, arrival: float, start: float, service: float) -> None:
-        self.b_cpu[int(start / self.bin_s)] += service
+    def cpu(self, op: str, arrival: float, start: float, service: float, cpu_bins: list[float]) -> None:
+        """One CPU use of *service* seconds on the server whose bins are *cpu_bins*."""
+        cpu_bins[int(start / self.bin_s)] += service
         if self.w0 <= start <= self.w1:
             c = self._cls(op)
             c[CPU_N] += 1

@@ -37,7 +37,7 @@ def replicate_scenarios(scenario: Scenario, n: int) -> list[Scenario]:
     return [dataclasses.replace(scenario, seed=int(s)) for s in replication_seeds(scenario.seed, n)]
 
 
-def confidence_table(summaries: pd.DataFrame, level_dof: int | None = None) -> pd.DataFrame:
+def confidence_table(summaries: pd.DataFrame) -> pd.DataFrame:
     """Mean, 95 % half-width and n per (transport, metric) from one summary row per
     (replication, transport) (numeric columns only)."""
     numeric = summaries.select_dtypes("number").columns.drop(["seed"], errors="ignore")

@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 
 from chatcore.stats import LATENCY_KEYS, latency_stats, step_profile, traffic_summary
+from chatcore.tables import ALL_COUNTERS, class_columns, class_rows, fanout, fully_delivered
 
 from .params import Scenario
-from .recorder import CPU_BUSY, CPU_N, CPU_WAIT, DOWN, OVH_DOWN, OVH_UP, PAY_DOWN, PAY_UP, UP, Recorder
+from .recorder import CPU_BUSY, CPU_N, CPU_WAIT, OVH_DOWN, OVH_UP, PAY_DOWN, PAY_UP, UP, Recorder
 from .workload import Workload
 
 
@@ -71,22 +72,7 @@ def build(transport: str, sc: Scenario, wl: Workload, rec: Recorder) -> RunResul
     }).sort_values(["msg", "status", "sent_at"], kind="stable").reset_index(drop=True)
 
     # --- classes ---
-    rows = []
-    for name in sorted(rec.classes):
-        c = rec.classes[name]
-        rows.append({
-            "transport": transport, "class": name,
-            "messages_up": int(c[UP]), "messages_down": int(c[DOWN]),
-            "overhead_bytes_up": int(c[OVH_UP]), "payload_bytes_up": int(c[PAY_UP]),
-            "overhead_bytes_down": int(c[OVH_DOWN]), "payload_bytes_down": int(c[PAY_DOWN]),
-            "up_per_s": c[UP] / window, "bytes_per_s": (c[OVH_UP] + c[PAY_UP] + c[OVH_DOWN] + c[PAY_DOWN]) / window,
-            "cpu_ops": int(c[CPU_N]), "cpu_busy_s": float(c[CPU_BUSY]),
-            "cpu_wait_ms_mean": float(c[CPU_WAIT] / c[CPU_N] * 1000.0) if c[CPU_N] else 0.0,
-        })
-    classes = pd.DataFrame(rows, columns=[
-        "transport", "class", "messages_up", "messages_down", "overhead_bytes_up", "payload_bytes_up",
-        "overhead_bytes_down", "payload_bytes_down", "up_per_s", "bytes_per_s", "cpu_ops", "cpu_busy_s",
-        "cpu_wait_ms_mean"])
+    classes = pd.DataFrame(class_rows(transport, rec.classes, window, cpu=True), columns=class_columns(cpu=True))
 
     # --- open connections and held requests ---
     nb = rec.n_bins
@@ -111,18 +97,14 @@ def build(transport: str, sc: Scenario, wl: Workload, rec: Recorder) -> RunResul
     })
 
     # --- summary ---
-    tot = np.zeros(9)
+    tot = np.zeros(ALL_COUNTERS)
     for c in rec.classes.values():
         tot += np.asarray(c, dtype=float)
     in_win = messages["in_window"].to_numpy()
     lat = messages["latency_ms"].to_numpy()[in_win]
     n_sent = int(((wl.send_time >= w0) & (wl.send_time <= w1)).sum())
-    fanout = np.array([len(wl.members[c]) - 1 for c in wl.conversation], dtype=np.int64)
-    expected = fanout[(wl.send_time >= w0) & (wl.send_time <= w1)]
-    msg_sorted = messages["msg"].to_numpy()
-    got = np.bincount(msg_sorted[in_win], minlength=wl.n_messages)
-    window_ids = np.flatnonzero((wl.send_time >= w0) & (wl.send_time <= w1))
-    fully = int((got[window_ids] >= expected).sum())
+    fully = fully_delivered(wl.send_time, fanout(wl.conversation, wl.members), messages["msg"].to_numpy()[in_win],
+                            w0, w1)
     r_win = receipts["in_window"].to_numpy()
     summary: dict[str, Any] = {
         "transport": transport,

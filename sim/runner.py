@@ -7,11 +7,14 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from chatcore.tables import jsonable
 from chatcore.wire import TRANSPORTS
 
 from .model import ChatModel
 from .params import Scenario
-from .results import LATENCY_KEYS, RunResult, build
+from chatcore.stats import LATENCY_KEYS
+
+from .results import RunResult, build
 from .workload import draw, streams
 
 
@@ -48,7 +51,8 @@ class Comparison:
         return pd.DataFrame(rows)
 
     def _concat(self, attr: str) -> pd.DataFrame:
-        return pd.concat([getattr(r, attr) for r in self.runs.values()], ignore_index=True)
+        tables: list[pd.DataFrame] = [getattr(r, attr) for r in self.runs.values()]
+        return pd.concat(tables, ignore_index=True)
 
     @property
     def messages(self) -> pd.DataFrame:
@@ -70,19 +74,6 @@ class Comparison:
         """``{"scenario": {...}, "results": [one object per transport]}``."""
         return {"scenario": self.scenario.to_dict(),
                 "results": [jsonable(r.summary) for r in self.runs.values()]}
-
-
-def jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    """A summary dict with numpy scalars turned into plain Python values."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out[k] = jsonable(v)
-        elif hasattr(v, "item"):
-            out[k] = v.item()
-        else:
-            out[k] = v
-    return out
 
 
 def compare(scenario: Scenario, runs: Iterable[RunResult] | None = None) -> Comparison:

@@ -26,8 +26,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-#: counter columns of one class, as in the simulation's ``classes`` table
-UP, DOWN, OVH_UP, PAY_UP, OVH_DOWN, PAY_DOWN = range(6)
+from chatcore.tables import DOWN, OVH_DOWN, OVH_UP, PAY_DOWN, PAY_UP, TRAFFIC_COUNTERS, UP
 
 _HTTP_CLASSES = {("GET", "/api/poll"): "poll", ("GET", "/api/longpoll"): "longpoll",
                  ("POST", "/api/messages"): "send", ("POST", "/api/receipts"): "receipt",
@@ -66,7 +65,7 @@ class Counters:
             return
         c = self.classes.get(cls)
         if c is None:
-            c = self.classes[cls] = [0] * 6
+            c = self.classes[cls] = [0] * TRAFFIC_COUNTERS
         c[UP] += up
         c[DOWN] += down
         c[OVH_UP] += ovh_up

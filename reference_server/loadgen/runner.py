@@ -3,7 +3,7 @@ transport against a server process, through the counting proxy, on the simulatio
 workload. Returns tables with the simulation's names (``RunResult``'s ``summary``,
 ``messages``, ``classes``, ``bins``).
 
-    result = asyncio.run(run_load(LoadConfig(transport="websocket", clients=50, rtt_ms=50)))
+    result = asyncio.run(run_load(LoadConfig.from_params({"clients": 50, "rtt_ms": 50}, transport="websocket")))
     result.summary["latency_ms"]["p50"]
 
 Timeline (``t`` = seconds since the workload's time zero, one monotonic clock):
@@ -25,93 +25,73 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import aiohttp
 import numpy as np
 import pandas as pd
 
 from chatcore import TRANSPORTS, ConnectionState
-from chatcore.backoff import POLICIES
+from chatcore import params as spec
+from chatcore.params import ParameterError
 from chatcore.stats import LATENCY_KEYS, latency_stats, step_profile, traffic_summary
+from chatcore.tables import (DOWN, OVH_DOWN, OVH_UP, PAY_DOWN, PAY_UP, TRAFFIC_COUNTERS, UP, class_columns,
+                             class_rows, delivery_outcomes, fanout, fully_delivered, jsonable)
 
 from ..client import ChatClient, ChatError
-from .proxy import DOWN, OVH_DOWN, OVH_UP, PAY_DOWN, PAY_UP, UP, CountingProxy, Counters
+from .proxy import CountingProxy, Counters
 from .server_proc import ServerFailed, ServerProcess, cpu_seconds
 from .workload import Workload, draw
 
 
 
+#: What one machine's load generator can drive (the only limits of its own; every other limit is
+#: the parameter's, from chatcore.params).
+CAPACITY = {"clients": (5000, "an integer 2..5000 (what one load generator drives)"),
+            "duration_s": (3600.0, "a number in (0, 3600] (one load run)")}
+
+
 @dataclass(frozen=True)
 class LoadConfig:
-    """The workload (the simulation's parameter names and meanings) plus the run's own
-    settings. Unknown names are refused by :meth:`from_params`'s caller, not here."""
+    """A load run: the scenario's parameters (every name of ``chatcore.params``, validated there,
+    the same names, limits and errors as ``sim.Scenario``) plus the run's own settings. Read a
+    parameter as an attribute (``cfg.clients``). Build it with :meth:`from_params`."""
 
+    params: Mapping[str, Any]
     transport: str = "websocket"
-    clients: int = 20
-    msg_rate_per_min: float = 6.0
-    group_size: int = 2
-    payload_bytes: int = 100
-    poll_interval_s: float = 2.0
-    long_poll_timeout_s: float = 30.0
-    receipts: bool = True
-    read_delay_s: float = 5.0
-    duration_s: float = 30.0
-    warmup_s: float = 10.0
-    connect_ramp_s: float = 5.0
-    seed: int = 1
-    rtt_ms: float = 0.0
-    http_keepalive_s: float = 75.0
-    bin_s: float = 1.0
-    # crash (fault = servers, crash_mode = reset): SIGKILL at crash_at_s, restart at once
-    crash_at_s: float | None = None
-    reconnect_policy: str = "full_jitter"
-    backoff_base_s: float = 1.0
-    backoff_cap_s: float = 30.0
-    # the run
+    crash: bool = False  # SIGKILL the server at crash_at_s and restart it at once (fault servers, reset)
     redis_url: str | None = None
     setup_timeout_s: float = 120.0
 
-    def __post_init__(self) -> None:
-        checks = [
-            ("transport", self.transport in TRANSPORTS, f"one of {', '.join(TRANSPORTS)}"),
-            ("clients", 2 <= self.clients <= 5000, "an integer 2..5000"),
-            ("msg_rate_per_min", 0 <= self.msg_rate_per_min <= 600, "a number 0..600"),
-            ("group_size", 2 <= self.group_size <= self.clients, "an integer >= 2 and <= clients"),
-            ("payload_bytes", 1 <= self.payload_bytes <= 4000, "an integer 1..4000"),
-            ("poll_interval_s", self.poll_interval_s > 0, "a number > 0"),
-            ("long_poll_timeout_s", 0 < self.long_poll_timeout_s <= 120, "a number in (0, 120]"),
-            ("read_delay_s", self.read_delay_s >= 0, "a number >= 0"),
-            ("duration_s", 0 < self.duration_s <= 3600, "a number in (0, 3600]"),
-            ("warmup_s", 0 <= self.warmup_s < self.duration_s, "a number >= 0 and < duration_s"),
-            ("connect_ramp_s", self.connect_ramp_s >= 0, "a number >= 0"),
-            ("seed", self.seed >= 0, "an integer >= 0"),
-            ("rtt_ms", 0 <= self.rtt_ms <= 2000, "a number 0..2000"),
-            ("http_keepalive_s", self.http_keepalive_s > 0, "a number > 0"),
-            ("bin_s", self.bin_s > 0, "a number > 0"),
-            ("crash_at_s", self.crash_at_s is None or 0 < self.crash_at_s < self.duration_s,
-             "a number in (0, duration_s)"),
-            ("reconnect_policy", self.reconnect_policy in POLICIES, f"one of {', '.join(POLICIES)}"),
-            ("backoff_base_s", self.backoff_base_s >= 0, "a number >= 0"),
-            ("backoff_cap_s", self.backoff_cap_s >= self.backoff_base_s, "a number >= backoff_base_s"),
-        ]
-        for name, ok, allowed in checks:
-            if not ok:
-                raise ValueError(f"{name}={getattr(self, name)!r}: expected {allowed}")
+    def __getattr__(self, name: str) -> Any:
+        params = self.__dict__.get("params")
+        if params is not None and name in params:
+            return params[name]
+        raise AttributeError(name)
 
     @classmethod
-    def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
+    def from_params(cls, params: Mapping[str, Any], *, transport: str = "websocket", crash: bool = False,
+                    redis_url: str | None = None, setup_timeout_s: float = 120.0) -> "LoadConfig":
+        """From parameter values (typed or ``--set`` text; the rest take their defaults). An unknown
+        name or a value out of its limits raises :class:`chatcore.params.ParameterError`."""
+        values = spec.with_overrides(spec.DEFAULTS, params)
+        if transport not in TRANSPORTS:
+            raise ParameterError("transport", transport, f"one of {', '.join(TRANSPORTS)}")
+        for name, (limit, allowed) in CAPACITY.items():
+            if values[name] > limit:
+                raise ParameterError(name, spec.show(values[name]), allowed)
+        if crash and not 0 < values["crash_at_s"] < values["duration_s"]:
+            raise ParameterError("crash_at_s", spec.show(values["crash_at_s"]),
+                                 f"a number in (0, duration_s) ({spec.show(values['duration_s'])}) for a crash run")
+        return cls(MappingProxyType(values), transport, crash, redis_url, setup_timeout_s)
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any], **extra: Any) -> "LoadConfig":
-        """From a dict of simulation parameters (names this class does not know are ignored)."""
-        known = set(cls.names())
-        kw = {k: v for k, v in params.items() if k in known}
-        kw.update(extra)
-        return cls(**kw)
+    def to_dict(self) -> dict[str, Any]:
+        """The run's settings and every parameter, JSON-ready."""
+        return jsonable({"transport": self.transport, "crash": self.crash, "redis_url": self.redis_url,
+                         "setup_timeout_s": self.setup_timeout_s, **self.params})
 
 
 @dataclass
@@ -261,7 +241,8 @@ class LoadRun:
                     asyncio.get_running_loop().call_soon(self._flush, idx)
                 batch.append((event["conversation"], int(event["id"]), key[0]))
         elif kind == "receipt":
-            sent = self.receipt_sent.get((event.get("conversation"), event.get("up_to"), event.get("status")))
+            sent = self.receipt_sent.get((event.get("conversation"), event.get("up_to"),  # type: ignore[arg-type]
+                                          event.get("status")))
             if sent is not None:
                 self.receipt_latency.append((self.rel(sent), (t - sent) * 1000.0))
 
@@ -333,7 +314,7 @@ class LoadRun:
             self.loop_lag.append((self.rel(t), max(0.0, self.clock() - t - period) * 1000.0))
 
     async def _crash(self) -> None:
-        assert self.cfg.crash_at_s is not None
+        assert self.cfg.crash
         await asyncio.sleep(max(0.0, self.t0 + self.cfg.crash_at_s - self.clock()))
         cpu_before = self.server.cpu_seconds()
         killed = self.clock()
@@ -374,7 +355,7 @@ class LoadRun:
             self._spawn(self._dispatch())
             self._spawn(self._sampler(proxy))
             self._spawn(self._lag_probe())
-            if cfg.crash_at_s is not None:
+            if cfg.crash:
                 self._spawn(self._crash())
             drain = (cfg.poll_interval_s if cfg.transport == "short_polling" else 0.0) + 4 * cfg.rtt_ms / 1000 + 1.0
             end = self.t0 + cfg.duration_s + drain
@@ -414,19 +395,11 @@ class LoadRun:
         msgs["latency_ms"] = (msgs["received_at"] - msgs["sent_at"]) * 1000.0
         msgs["in_window"] = (msgs["sent_at"] >= w0) & (msgs["sent_at"] <= w1)
 
-        crows = []
-        tot = np.zeros(6)
-        for name in sorted(counters.classes):
-            c = counters.classes[name]
+        tot = np.zeros(TRAFFIC_COUNTERS)
+        for c in counters.classes.values():
             tot += np.asarray(c, dtype=float)
-            crows.append({"transport": cfg.transport, "class": name, "messages_up": c[UP], "messages_down": c[DOWN],
-                          "overhead_bytes_up": c[OVH_UP], "payload_bytes_up": c[PAY_UP],
-                          "overhead_bytes_down": c[OVH_DOWN], "payload_bytes_down": c[PAY_DOWN],
-                          "up_per_s": c[UP] / window,
-                          "bytes_per_s": (c[OVH_UP] + c[PAY_UP] + c[OVH_DOWN] + c[PAY_DOWN]) / window})
-        classes = pd.DataFrame(crows, columns=["transport", "class", "messages_up", "messages_down",
-                                               "overhead_bytes_up", "payload_bytes_up", "overhead_bytes_down",
-                                               "payload_bytes_down", "up_per_s", "bytes_per_s"])
+        classes = pd.DataFrame(class_rows(cfg.transport, counters.classes, window, cpu=False),
+                               columns=class_columns(cpu=False))
 
         # per-bin table, with CPU and connected clients from the samples
         samples = pd.DataFrame(self.samples)
@@ -467,11 +440,8 @@ class LoadRun:
         in_win_sent = (wl.send_time >= w0) & (wl.send_time <= w1)
         n_sent = int(in_win_sent.sum())
         lat = msgs.loc[msgs["in_window"], "latency_ms"].to_numpy()
-        got = msgs.loc[msgs["in_window"]].groupby("msg").size()
-        fully = 0
-        for i in np.flatnonzero(in_win_sent):
-            if got.get(i, 0) >= len(wl.members[int(wl.conversation[i])]) - 1:
-                fully += 1
+        fully = fully_delivered(wl.send_time, fanout(wl.conversation, wl.members),
+                                msgs.loc[msgs["in_window"], "msg"].to_numpy(), w0, w1)
         rl = np.array([l for s, l in self.receipt_latency if w0 <= s <= w1])
         lag = np.array([l for s, l in self.loop_lag if w0 <= s <= w1])
         summary: dict[str, Any] = {
@@ -512,15 +482,9 @@ class LoadRun:
                 back.append(min(after) if after else math.inf)
         all_back = bool(back) and all(math.isfinite(t) for t in back)
         wl = self.wl
-        lost = unacked = 0
-        for i in range(len(wl.send_time)):
-            for r in wl.members[int(wl.conversation[i])]:
-                if r == int(wl.sender[i]) or (i, r) in self.delivered:
-                    continue
-                if self.acked[i]:
-                    lost += 1
-                else:
-                    unacked += 1
+        out = delivery_outcomes(((i, r) for i in range(len(wl.send_time)) for r in wl.members[int(wl.conversation[i])]
+                                 if r != int(wl.sender[i])), set(self.delivered), lambda i: bool(self.acked[i]))
+        lost, unacked = out["lost"], out["unacked"]
         after = bins[bins["t_s"] >= self.crash["killed_at_s"] - self.cfg.bin_s]
         return {**self.crash,
                 "affected_clients": affected,
@@ -552,15 +516,7 @@ async def run_load(cfg: LoadConfig, server: ServerProcess | None = None) -> Load
 
 def result_json(res: LoadResult) -> dict[str, Any]:
     """``{"scenario": {...}, "results": [summary]}``: the shape of ``chatlab compare --json``."""
-    def plain(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        if hasattr(v, "item"):
-            return v.item()
-        if isinstance(v, float) and not math.isfinite(v):
-            return None
-        return v
-    out: dict[str, Any] = {"scenario": plain(asdict(res.config)), "results": [plain(res.summary)]}
+    out: dict[str, Any] = {"scenario": res.config.to_dict(), "results": [jsonable(res.summary)]}
     if res.crash is not None:
-        out["crash"] = plain(res.crash)
+        out["crash"] = jsonable(res.crash)
     return out

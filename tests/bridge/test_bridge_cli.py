@@ -20,7 +20,9 @@ SMALL = ["--set", "clients=6", "--set", "duration_s=7", "--set", "warmup_s=3", "
     (["loadgen", "--set", "clients=1"], "clients"),
     (["loadgen", "--set", "bogus=1"], "bogus"),
     (["loadgen", "--crash-at", "soon"], "--crash-at=soon"),
-    (["loadgen", "--set", "rtt_ms=5000"], "rtt_ms"),
+    (["loadgen", "--set", "payload_bytes=0"], "payload_bytes=0: an integer 1..4000"),  # the scenario's own limit
+    (["loadgen", "--set", "clients=6000"], "clients=6000: an integer 2..5000 (what one load generator drives)"),
+    (["loadgen", "--crash-at", "500"], "crash_at_s=500.0: a number in (0, duration_s)"),
     (["calibrate", "--scale", "0"], "--scale=0"),
     (["calibrate", "--out", "x.txt"], "--out=x.txt"),
     (["validate", "--levels", "extreme"], "--levels=extreme"),
@@ -36,6 +38,7 @@ def test_bad_arguments_are_one_line_errors(argv, needle, capsys):
     assert needle in err and "\n" not in err
 
 
+@pytest.mark.slow
 def test_loadgen_json_has_the_simulations_names(capsys):
     assert main(["loadgen", "--transport", "long_polling", "--json", *SMALL]) == 0
     data = json.loads(capsys.readouterr().out)
@@ -61,6 +64,7 @@ def test_unreachable_redis_is_reported_not_hung(tmp_path):
     assert time.monotonic() - t < 40
 
 
+@pytest.mark.slow
 def test_calibrate_writes_a_scenario_the_simulation_takes(tmp_path, capsys):
     out = tmp_path / "cal.toml"
     assert main(["calibrate", "--scale", "0.05", "--out", str(out)]) == 0
@@ -70,6 +74,7 @@ def test_calibrate_writes_a_scenario_the_simulation_takes(tmp_path, capsys):
     assert meta["machine"]["python"] and meta["machine"]["cpu_model"]
 
 
+@pytest.mark.slow
 def test_validate_short_run(tmp_path, capsys):
     assert main(["validate", "--transports", "websocket,short_polling", "--levels", "light", "--max-clients", "6",
                  "--crash-clients", "6", "--set", "duration_s=7", "--set", "warmup_s=3", "--set", "connect_ramp_s=1",
@@ -87,6 +92,7 @@ def test_validate_short_run(tmp_path, capsys):
     assert (tmp_path / "validation.csv").exists() and (tmp_path / "validation.png").exists()
 
 
+@pytest.mark.slow
 def test_validate_repeats_pool_the_runs(capsys):
     """--repeat 2: each case runs on seeds 1 and 2; latency quantiles come from both runs'
     messages together, the other numbers are the runs' mean, and each run's value is kept."""

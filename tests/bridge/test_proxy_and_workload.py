@@ -95,3 +95,20 @@ def test_proxy_delays_each_direction_by_half_the_rtt():
     first, second = asyncio.run(main())
     assert 0.19 <= first < 0.4
     assert 0.095 <= second < 0.2
+
+
+def test_the_load_generator_takes_its_configuration_from_the_scenario_spec():
+    """One configuration: the load generator's parameters are Scenario's, with the same errors."""
+    from chatcore.params import ParameterError
+    from reference_server.loadgen import LoadConfig
+
+    sc = Scenario().with_overrides({"clients": 40, "rtt_ms": 30})
+    cfg = LoadConfig.from_params(sc.to_values(), transport="long_polling")
+    assert cfg.clients == 40 and cfg.rtt_ms == 30.0 and cfg.duration_s == sc.duration_s
+    assert cfg.to_dict()["transport"] == "long_polling"
+    for bad in ({"bogus": 1}, {"payload_bytes": 0}, {"warmup_s": 500}, {"group_size": 99, "clients": 10}):
+        with pytest.raises(ParameterError) as from_loadgen:
+            LoadConfig.from_params(bad)
+        with pytest.raises(ParameterError) as from_sim:
+            Scenario().with_overrides(bad)
+        assert str(from_loadgen.value) == str(from_sim.value)

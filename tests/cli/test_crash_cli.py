@@ -53,3 +53,34 @@ def test_bad_input_one_line_exit_2(argv, fragment, capsys):
     assert main(["crash", *argv]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and fragment in err and "Traceback" not in err
+
+
+def test_a_crash_that_never_fires_prints_what_compare_prints(capsys):
+    """Item: one model. Same scenario and seed, one server, the fault after the run: every column
+    the two commands share is equal, exactly."""
+    common = ["--set", "clients=150", "--set", "duration_s=40", "--set", "warmup_s=12", "--set", "servers=1",
+              "--set", "crashed_servers=1", "--set", "net_jitter_ms=5", "--set", "seed=9", "--jobs", "1", "--json"]
+    assert main(["compare", *common]) == 0
+    cmp = {r["transport"]: r for r in json.loads(capsys.readouterr().out)["results"]}
+    assert main(["crash", *common, "--set", "crash_at_s=500"]) == 0
+    out = capsys.readouterr()
+    crash = json.loads(out.out)
+    assert "crash_at_s=500 is outside the measurement window" in out.err
+    assert any(w.startswith("crash_at_s=500") for w in crash["warnings"])
+    assert len(crash["results"]) == 3
+    for res in crash["results"]:
+        shared = set(res) & set(cmp[res["transport"]])
+        assert len(shared) > 20
+        assert {k: res[k] for k in shared} == {k: cmp[res["transport"]][k] for k in shared}
+
+
+def test_short_windows_are_flagged_on_stderr_and_in_the_json(capsys):
+    assert main(["compare", "--set", "clients=50", "--set", "warmup_s=2", "--set", "duration_s=12",
+                 "--set", "transports=short_polling", "--jobs", "1", "--json"]) == 0
+    out = capsys.readouterr()
+    assert out.err.startswith("warning: warmup_s=2 < connect_ramp_s=10")
+    assert json.loads(out.out)["warnings"] == [line[len("warning: "):] for line in out.err.splitlines()]
+    assert main(["compare", "--set", "clients=50", "--set", "transports=short_polling", "--jobs", "1",
+                 "--json"]) == 0
+    out = capsys.readouterr()
+    assert out.err == "" and "warnings" not in json.loads(out.out)

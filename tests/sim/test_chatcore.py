@@ -111,3 +111,58 @@ def test_quantile_ci_covers_the_true_quantile_at_least_95_percent_of_the_time():
     # more data, a narrower interval
     lo, hi = quantile_ci(rng.exponential(1.0, 10_000), 0.95)
     assert hi - lo < np.median(widths) / 4
+
+
+# --- states as data, used ------------------------------------------------------------------
+def test_a_transition_outside_the_table_is_an_error():
+    from chatcore.states import CONNECTION_TRANSITIONS, ConnectionState as CS, TransitionError, check_transition
+
+    assert check_transition(CONNECTION_TRANSITIONS, CS.DISCONNECTED, CS.CONNECTING) is CS.CONNECTING
+    with pytest.raises(TransitionError, match="disconnected -> connected"):
+        check_transition(CONNECTION_TRANSITIONS, CS.DISCONNECTED, CS.CONNECTED)
+
+
+def test_the_watermark_only_moves_forward():
+    from chatcore.states import advance_watermark
+
+    assert advance_watermark(None, 3) == (3, True)
+    assert advance_watermark(3, 5) == (5, True)
+    assert advance_watermark(5, 5) == (5, False)
+    assert advance_watermark(5, 2) == (5, False)
+    # cursors are ordered too
+    assert advance_watermark(Cursor.parse("ab.7"), Cursor.parse("ab.9")) == (Cursor.parse("ab.9"), True)
+    assert advance_watermark(Cursor.parse("ab.9"), Cursor.parse("ab.7"))[1] is False
+
+
+def test_the_simulation_moves_connections_only_along_the_table(monkeypatch):
+    """Drop the reconnect edge from the table: a crash run must refuse to reconnect."""
+    import sim.model
+    from chatcore.states import CONNECTION_TRANSITIONS, ConnectionState as CS, TransitionError
+    from sim import Scenario
+    from sim.crash import run_crash
+
+    sc = Scenario().with_overrides(dict(clients=40, servers=2, duration_s=40, warmup_s=12, crash_at_s=20,
+                                        transports="websocket"))
+    r = run_crash(sc, "websocket")
+    assert r.summary["affected_clients"] > 0
+    broken = {**CONNECTION_TRANSITIONS, CS.BACKING_OFF: frozenset({CS.DISCONNECTED})}
+    monkeypatch.setattr(sim.model, "CONNECTION_TRANSITIONS", broken)
+    with pytest.raises(TransitionError, match="backing_off -> connecting"):
+        run_crash(sc, "websocket")
+
+
+def test_the_simulation_applies_the_shared_watermark_rule(monkeypatch):
+    import sim.model
+    from chatcore.states import advance_watermark
+    from sim import Scenario, run
+
+    calls = []
+
+    def spy(stored, proposed):
+        calls.append((stored, proposed))
+        return advance_watermark(stored, proposed)
+
+    monkeypatch.setattr(sim.model, "advance_watermark", spy)
+    r = run(Scenario().with_overrides(dict(clients=60, duration_s=30, warmup_s=12, transports="websocket")),
+            "websocket")
+    assert len(calls) >= len(r.receipts) > 0

@@ -9,8 +9,8 @@ import pytest
 import simpy
 
 import sim
+import sim.cluster
 import sim.crash
-import sim.model
 from sim.cpu import Cpu
 from sim.params import Scenario
 
@@ -131,12 +131,13 @@ def _heavy(dist: str) -> Scenario:
                                           service_time_dist=dist, group_size=3))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dist", ["exponential", "deterministic"])
 @pytest.mark.parametrize("transport", ["short_polling", "long_polling", "websocket"])
 def test_model_runs_are_identical_with_a_plain_resource(transport: str, dist: str, monkeypatch) -> None:
     sc = _heavy(dist)
     fast = sim.run(sc, transport)
-    monkeypatch.setattr(sim.model, "Cpu", PlainCpu)
+    monkeypatch.setattr(sim.cluster, "Cpu", PlainCpu)
     plain = sim.run(sc, transport)
     assert fast.summary == plain.summary
     for table in ("messages", "receipts", "classes", "bins"):
@@ -149,7 +150,7 @@ def test_crash_runs_are_identical_with_a_plain_resource(monkeypatch) -> None:
     sc = Scenario().with_overrides(dict(clients=1500, servers=2, server_cores=1, service_time_dist="exponential",
                                         duration_s=60, warmup_s=0, crash_at_s=20, downtime_s=5))
     fast = sim.crash.run_crash(sc, "websocket")
-    monkeypatch.setattr(sim.crash, "Cpu", PlainCpu)
+    monkeypatch.setattr(sim.cluster, "Cpu", PlainCpu)
     plain = sim.crash.run_crash(sc, "websocket")
     assert fast.summary == plain.summary
     for table in ("bins", "messages", "servers"):

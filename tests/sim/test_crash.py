@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from sim import Scenario
+from sim import Scenario, analytic
 from sim.crash import run_crash
 
 # A storm that one surviving server cannot absorb at once: 500 clients lose their server;
@@ -64,7 +64,7 @@ def test_recovery_is_never_faster_than_clients_over_accept_rate(policy, rate):
     if rate:
         accept_rate = min(accept_rate, live * rate)
     assert s["time_to_reconnect_all_s"] is not None
-    assert s["time_to_reconnect_all_s"] >= s["affected_clients"] / accept_rate
+    assert s["time_to_reconnect_all_s"] >= analytic.min_recovery_time(s["affected_clients"], accept_rate)
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +177,51 @@ def test_crash_for_good():
     r = run_crash(storm(downtime_s=math.inf, max_connects_per_s=40), "websocket", "full_jitter")
     assert r.summary["clients_not_reconnected"] == 0
     assert not r.servers.alive_at_end.iloc[0]
+
+
+# --- the session registry learns of a death late (docs/CRASH.md, "Routing that learns late") -------
+# 1 of 4 servers crashes for good; its 500 users stay away until after every entry has lapsed (a
+# fixed 120 s backoff: they return at about 150 s), so each one's registry entry names the dead
+# server until it lapses.
+LATE = dict(clients=2000, servers=4, crashed_servers=1, transports="websocket", msg_rate_per_min=6,
+            presence_heartbeat_s=10, connect_ramp_s=10, crash_at_s=30, downtime_s=math.inf,
+            reconnect_policy="fixed", backoff_base_s=120, backoff_cap_s=120, duration_s=80, warmup_s=20,
+            receipts=False)  # receipts do not change what is routed; without them the runs take half the time
+
+
+@pytest.fixture(scope="module")
+def late_routing():
+    return {(d, ttl): run_crash(Scenario().with_overrides({**LATE, "delivery_design": d, "registry_ttl_s": ttl}),
+                                "websocket")
+            for d, ttls in (("direct", (0, 15, 30, 45)), ("queue", (0, 45))) for ttl in ttls}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ttl", [0, 15, 30, 45])
+def test_direct_loses_what_is_routed_to_the_dead_server_until_the_registry_entry_lapses(late_routing, ttl):
+    r = late_routing[("direct", ttl)]
+    sc = r.scenario
+    # Users i = 0 mod 4 sit on the crashed server; each one's partner (i + 1) is on a live one and
+    # sends lam = msg_rate_per_min / 60 per second, all to it. An entry last refreshed a seconds
+    # before the crash, a ~ U[0, hb) (starts are uniform over a ramp of exactly hb), names the dead
+    # server for max(0, ttl - a) more seconds: E[lost] = N lam E[max(0, ttl - a)]
+    # = N lam (ttl - hb/2) for ttl >= hb, and 0 for ttl = 0 (instant knowledge).
+    n = sc.clients // sc.servers
+    lam = sc.msg_rate_per_min / 60
+    expected, sigma = analytic.registry_ttl_loss(n, lam, ttl, sc.presence_heartbeat_s)
+    assert expected == pytest.approx(n * lam * (ttl - sc.presence_heartbeat_s / 2) if ttl else 0.0)
+    # Poisson counts with a mean that varies with a: Var = E + N lam^2 Var(a) = E + N lam^2 hb^2 / 12
+    # (42 here) for ttl >= hb; 4 sigma.
+    lost = r.summary["messages_lost_to_dead_server"]
+    assert abs(lost - expected) <= 4 * sigma + 1, (lost, expected, sigma)
+    assert r.summary["messages_lost"] == lost + r.summary["messages_lost_in_memory"]
+
+
+@pytest.mark.slow
+def test_loss_grows_with_the_registry_ttl_and_the_queue_design_loses_nothing(late_routing):
+    lost = [late_routing[("direct", ttl)].summary["messages_lost"] for ttl in (0, 15, 30, 45)]
+    assert lost[0] <= 2 and lost[1] < lost[2] < lost[3]
+    for ttl in (0, 45):
+        s = late_routing[("queue", ttl)].summary
+        assert s["messages_lost"] == 0
+        assert s["messages_recovered"] > 1000  # the durable log replays them when the users return

@@ -137,7 +137,7 @@ class _Conns:
 
 
 def test_http_pool_opens_a_connection_only_when_every_one_is_busy():
-    from sim.model import HttpPool
+    from sim.transports.http import HttpPool
 
     pool, rec = HttpPool(), _Conns()
     assert pool.acquire(0.0, 75.0, rec) is True       # nothing open yet
