@@ -16,7 +16,9 @@ import contextlib
 import gc
 import logging
 import signal
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 from aiohttp import web
@@ -60,7 +62,7 @@ def create_app(config: ServerConfig, static_dir: Path = STATIC_DIR, clock: Clock
     return app
 
 
-async def _components(app: web.Application):  # type: ignore[no-untyped-def]
+async def _components(app: web.Application) -> AsyncIterator[None]:
     """Open everything at start-up, close it in reverse order at clean-up."""
     config = app[CONFIG]
     metrics = app[METRICS]
@@ -169,7 +171,7 @@ async def run_server(config: ServerConfig, static_dir: Path = STATIC_DIR, clock:
         await runner.cleanup()
         raise
     port = config.port
-    server = site._server  # the asyncio Server: the only place the bound port of port 0 is
+    server: Any = site._server  # the asyncio Server: the only place the bound port of port 0 is
     if server is not None and getattr(server, "sockets", None):
         port = server.sockets[0].getsockname()[1]
     return RunningServer(runner, config.host, port)

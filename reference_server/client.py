@@ -136,7 +136,7 @@ class ChatClient:
             return None
         ms = exc.body.get("retry_after_ms")
         base = ms / 1000 if isinstance(ms, (int, float)) and ms > 0 else self.backoff.base
-        return base * (1.0 + 0.5 * self.backoff.rng.random())
+        return base * (1.0 + self.backoff.rng.uniform(0.0, 0.5))
 
     async def _with_retries(self, method: str, path: str, body: Any = None) -> Any:
         """A request retried with backoff on transient failures and after a 429's

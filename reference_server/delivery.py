@@ -201,7 +201,12 @@ class DeliveryService:
         """Fan out *entries*, push, XACK the ones whose items all succeeded; returns their ids.
         Raises if the fan-out's commit or the XACK failed (the reclaimer's path, and tests)."""
         fut: asyncio.Future[list[str] | None] = asyncio.get_running_loop().create_future()
-        self._fan_out(entries, lambda ok: fut.done() or fut.set_result(ok))
+
+        def done(ok: list[str] | None) -> None:
+            if not fut.done():
+                fut.set_result(ok)
+
+        self._fan_out(entries, done)
         ok = await fut
         if self._side_tasks:  # dead-lettering started by this batch: finish it first
             await asyncio.gather(*list(self._side_tasks), return_exceptions=True)

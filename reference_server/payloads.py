@@ -43,7 +43,7 @@ def decode_json(raw: bytes) -> Any:
         raise bad_request(f"malformed JSON: {exc}") from None
 
 
-def _object(obj: Any, required: set[str], optional: set[str] = frozenset()) -> dict[str, Any]:
+def _object(obj: Any, required: set[str], optional: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise bad_request(f"expected a JSON object, got {type(obj).__name__}")
     unknown = set(obj) - required - optional

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, cast
 
 import redis.asyncio as aioredis
 
@@ -132,7 +132,7 @@ class Presence:
         """Mark offline every announced user whose connections all expired. Returns how
         many users were checked."""
         now = self.clock.wall_ms()
-        due = await self.redis.zrangebyscore(self._online, "-inf", now)
+        due = cast("list[str]", await self.redis.zrangebyscore(self._online, "-inf", now))
         for user in due:
             async with self._locks[user]:
                 await self._settle(user)

@@ -64,6 +64,11 @@ def _entry(entry_id: str, fields: dict[str, str], deliveries: int = 1) -> Entry:
     return Entry(entry_id, decode_items(fields["items"]), deliveries)
 
 
+def _entries(reply: Any) -> list[Entry]:
+    """The entries of an XREADGROUP reply (``[[stream, [[id, fields], ...]]]`` or None)."""
+    return [_entry(eid, fields) for _, entries in (reply or []) for eid, fields in entries]
+
+
 def _lost(exc: ResponseError) -> bool:
     return "NOGROUP" in str(exc)
 
@@ -87,18 +92,18 @@ class DeliveryQueue:
 
     async def publish(self, items: list[Item]) -> str:
         """Append one entry holding *items*; returns its stream id."""
-        return await self.redis.xadd(self.stream, {"items": encode_items(items)})
+        return str(await self.redis.xadd(self.stream, {"items": encode_items(items)}))
 
     async def read(self, consumer: str, count: int) -> list[Entry]:
         """Up to *count* new entries for *consumer*, without waiting (the delivery service
         waits on its own wake-up instead, see delivery.py). Raises :class:`GroupLost`."""
         try:
-            reply = await self.redis.xreadgroup(GROUP, consumer, {self.stream: ">"}, count=count)
+            reply: Any = await self.redis.xreadgroup(GROUP, consumer, {self.stream: ">"}, count=count)
         except ResponseError as exc:
             if _lost(exc):
                 raise GroupLost(str(exc)) from None
             raise
-        return [_entry(eid, fields) for _, entries in (reply or []) for eid, fields in entries]
+        return _entries(reply)
 
     async def ack(self, entry_ids: list[str]) -> None:
         """Acknowledge: the items are in SQLite now. The entries stay in the stream until
@@ -119,7 +124,7 @@ class DeliveryQueue:
             if _lost(exc):
                 raise GroupLost(str(exc)) from None
             raise
-        return [_entry(eid, fields) for _, entries in (reply or []) for eid, fields in entries]
+        return _entries(reply)
 
     async def trim(self) -> int:
         """Delete the entries every consumer is done with: everything before the oldest
@@ -182,7 +187,8 @@ class DeliveryQueue:
             return int(await self.redis.xlen(self.stream))
         lag = group.get("lag")
         if lag is None:  # Redis cannot tell after some deletions: count what follows last-delivered-id
-            lag = len(await self.redis.xrange(self.stream, min=f"({group['last-delivered-id']}", max="+"))
+            after: Any = await self.redis.xrange(self.stream, min=f"({group['last-delivered-id']}", max="+")
+            lag = len(after)
         return int(group.get("pending", 0)) + int(lag)
 
     async def has_group(self) -> bool:

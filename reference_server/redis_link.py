@@ -40,7 +40,7 @@ def connect(url: str | None, max_connections: int = 64, pool_timeout_s: float = 
     pool = BlockingConnectionPool.from_url(url, decode_responses=True, socket_connect_timeout=2,
                                            health_check_interval=30, max_connections=max_connections,
                                            timeout=pool_timeout_s)
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
 
 
 def connect_single(url: str | None) -> aioredis.Redis:

@@ -52,7 +52,7 @@ class WsSession:
                  "_closing")
 
     def __init__(self, chat: ChatService, ws: web.WebSocketResponse, user: str,
-                 transport: asyncio.BaseTransport | None) -> None:
+                 transport: asyncio.Transport | None) -> None:
         self.chat = chat
         self.ws = ws
         self.user = user

@@ -192,6 +192,7 @@ class Writes:
         body = {"kind": "message", "conversation": conv, "id": msg_id}
         outbox_id = db.execute("INSERT INTO outbox(item, created_at) VALUES (?,?)",
                                (json.dumps(body), now_ms)).lastrowid
+        assert outbox_id is not None
         return Stored(ack_body(msg_id, conv, now_ms, req.client_msg_id), Item(outbox_id, body))
 
     def add_receipt(self, db: Db, user: str, req: ReceiptRequest, now_ms: int) -> Stored:
@@ -212,6 +213,7 @@ class Writes:
                 "up_to": req.up_to, "status": req.status, "at": now_ms, "prev": prev}
         outbox_id = db.execute("INSERT INTO outbox(item, created_at) VALUES (?,?)",
                                (json.dumps(body), now_ms)).lastrowid
+        assert outbox_id is not None
         return Stored(answer, Item(outbox_id, body))
 
     def add_presence(self, db: Db, user: str, status: str, at_ms: int) -> Item:
@@ -220,6 +222,7 @@ class Writes:
         body = {"kind": "presence", "user": user, "status": status, "at": at_ms}
         outbox_id = db.execute("INSERT INTO outbox(item, created_at) VALUES (?,?)",
                                (json.dumps(body), at_ms)).lastrowid
+        assert outbox_id is not None
         return Item(outbox_id, body)
 
     def drop_outbox(self, db: Db, outbox_ids: list[int]) -> None:
