@@ -38,6 +38,9 @@ class EventKind(IntEnum):
 class PresenceState(str, Enum):
     ONLINE = "online"
     OFFLINE = "offline"
+    #: What a user who may not see another's presence is told (the server's presence is by
+    #: participation): not a state a user is in, so no transition leads to or from it.
+    UNKNOWN = "unknown"
 
 
 class ConnectionState(str, Enum):

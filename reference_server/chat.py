@@ -11,14 +11,14 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from chatcore import Cursor, poll_response
+from chatcore import Cursor, PresenceState, poll_response
 
 from .admission import Admission
 from .auth import Authenticator
 from .clock import SYSTEM, Clock
 from .config import ServerConfig
 from .delivery import DeliveryService
-from .errors import ApiError, not_found
+from .errors import ApiError
 from .hub import Hub
 from .metrics import Metrics
 from .payloads import Credentials, ReceiptRequest, SendRequest
@@ -171,11 +171,13 @@ class ChatService:
     async def history(self, user: str, conversation: str, before: int | None, limit: int) -> dict[str, Any]:
         return await self.store.history(user, conversation, before, limit)
 
-    async def presence_of(self, users: list[str]) -> dict[str, Any]:
-        missing = await self.store.missing_users(users)
-        if missing:
-            raise not_found(f"users: no such user {missing[0]!r}")
-        return {"presence": await self.presence.status(users)}
+    async def presence_of(self, viewer: str, users: list[str]) -> dict[str, Any]:
+        """Presence of *users* as *viewer* may see it: online/offline for itself and for those
+        who have sent a message in a conversation with it, ``unknown`` for everyone else,
+        registered or not (the answer does not tell which)."""
+        visible = await self.store.visible_to(viewer, users)
+        status = await self.presence.status([u for u in users if u in visible])
+        return {"presence": {u: status.get(u, PresenceState.UNKNOWN.value) for u in users}}
 
     async def poll(self, user: str, conn_id: str, after: Cursor | None) -> dict[str, Any]:
         """Short poll: the events after *after* now (possibly none)."""

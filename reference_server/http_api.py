@@ -142,13 +142,13 @@ async def history(request: web.Request) -> web.Response:
 
 
 async def presence(request: web.Request) -> web.Response:
-    await _user(request)
+    viewer = await _user(request)
     q = _query(request, {"users"})
     names = [n for n in q.get("users", "").split(",") if n]
     if not names or len(names) > 100:
         raise bad_request("users: expected 1-100 comma-separated user names")
     users = [payloads.user_name(n, "users[]") for n in dict.fromkeys(names)]
-    return json_response(await request.app[CHAT].presence_of(users))
+    return json_response(await request.app[CHAT].presence_of(viewer, users))
 
 
 async def poll(request: web.Request) -> web.Response:

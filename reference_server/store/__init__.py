@@ -137,6 +137,10 @@ class Store:
         """Those of *names* that are not registered."""
         return self._reads.missing_users(names)
 
+    async def visible_to(self, viewer: str, owners: list[str]) -> set[str]:
+        """Those of *owners* whose presence *viewer* may see (presence by participation)."""
+        return self._reads.visible_to(viewer, owners)
+
     async def token_owner(self, token_hash: str, now_ms: int) -> tuple[str, int] | None:
         """``(user, expires_at_ms)`` for a live token, else None."""
         return self._reads.token_owner(token_hash, now_ms)

@@ -35,6 +35,12 @@ class Reads:
     def missing_users(self, names: list[str]) -> list[str]:
         return [n for n in names if one(self.db, "SELECT 1 FROM users WHERE name=?", n) is None]
 
+    def visible_to(self, viewer: str, owners: list[str]) -> set[str]:
+        """Those of *owners* whose presence *viewer* may see: itself, and whoever has sent a
+        message in a conversation *viewer* is in."""
+        return {o for o in owners if o == viewer
+                or one(self.db, "SELECT 1 FROM contacts WHERE owner=? AND viewer=?", o, viewer) is not None}
+
     def token_owner(self, token_hash: str, now_ms: int) -> tuple[str, int] | None:
         row = self.db.execute("SELECT user, expires_at FROM tokens WHERE token_hash=?", (token_hash,)).fetchone()
         return None if row is None or row[1] <= now_ms else (row[0], row[1])

@@ -30,11 +30,17 @@ CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY, created_at INTEGER NOT NULL, last_msg_id INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS group_ids (n INTEGER PRIMARY KEY AUTOINCREMENT);
+-- Members of groups (g:<n>); a dm's two members are in its id (dm:<a>:<b>).
 CREATE TABLE IF NOT EXISTS members (
     conversation TEXT NOT NULL REFERENCES conversations(id), user TEXT NOT NULL REFERENCES users(name),
     PRIMARY KEY (conversation, user)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS members_by_user ON members(user, conversation);
+-- Presence is by participation: viewer may see owner's presence once owner has sent a message
+-- in a conversation viewer is in (docs/PROTOCOL.md, "Presence").
+CREATE TABLE IF NOT EXISTS contacts (
+    owner TEXT NOT NULL, viewer TEXT NOT NULL,
+    PRIMARY KEY (owner, viewer)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages (
     conversation TEXT NOT NULL, id INTEGER NOT NULL, sender TEXT NOT NULL, body TEXT NOT NULL,
     client_msg_id TEXT NOT NULL, sent_at INTEGER NOT NULL,
@@ -60,10 +66,10 @@ CREATE TABLE IF NOT EXISTS outbox (
 """
 
 #: Bumped when the schema changes; a database made by another version is refused.
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 #: Tables whose row counts tests compare to show that a refused request stored nothing.
-TABLES = ("users", "tokens", "conversations", "members", "messages", "receipts", "events", "outbox")
+TABLES = ("users", "tokens", "conversations", "members", "contacts", "messages", "receipts", "events", "outbox")
 
 
 def connect(path: Path, synchronous: str = "FULL", *, create: bool = True) -> sqlite3.Connection:

@@ -43,6 +43,10 @@ def one(db: Db, sql: str, *args: Any) -> Any:
 
 
 def members(db: Db, conversation: str) -> list[str]:
+    """Sorted members: a dm's are in its id, a group's in the members table."""
+    m = DM_RE.match(conversation)
+    if m:
+        return [m.group(1), m.group(2)]
     return [r[0] for r in db.execute(
         "SELECT user FROM members WHERE conversation=? ORDER BY user", (conversation,))]
 
@@ -54,7 +58,7 @@ def check_member(db: Db, user: str, conversation: str) -> None:
         raise forbidden(f"{conversation}: not a member")
     if one(db, "SELECT 1 FROM conversations WHERE id=?", conversation) is None:
         raise not_found(f"{conversation}: no such conversation")
-    if one(db, "SELECT 1 FROM members WHERE conversation=? AND user=?", conversation, user) is None:
+    if not m and one(db, "SELECT 1 FROM members WHERE conversation=? AND user=?", conversation, user) is None:
         raise forbidden(f"{conversation}: not a member")
 
 
@@ -62,9 +66,10 @@ class Writes:
     """Write jobs for a store whose logs carry cursors of *epoch* and keep *retention*
     events per user.
 
-    It keeps three caches of facts that never change once committed: registered users
-    (never deleted), existing conversations (never deleted) and group members (a group's
-    membership is fixed at creation; a dm's is in its id). A fact a job finds or creates
+    It keeps four caches of facts that never change once committed: registered users
+    (never deleted), existing conversations (never deleted), group members (a group's
+    membership is fixed at creation; a dm's is in its id) and who has spoken where (the
+    contacts a first message creates are there for good). A fact a job finds or creates
     is *staged* and enters the cache only after the transaction commits
     (:meth:`commit_staged`; :meth:`drop_staged` after a rollback), so the cache never holds
     something a rollback undid. A job stages what it read when it read it (the batch's
@@ -77,7 +82,8 @@ class Writes:
         self._users: set[str] = set()
         self._convs: set[str] = set()
         self._members: dict[str, list[str]] = {}
-        self._staged: list[tuple[str, str, Any]] = []
+        self._spoke: set[tuple[str, str]] = set()  # (sender, conversation)
+        self._staged: list[tuple[str, Any, Any]] = []
 
     # --- the caches -----------------------------------------------------------------
     def commit_staged(self) -> None:
@@ -86,6 +92,8 @@ class Writes:
                 self._users.add(key)
             elif kind == "conv":
                 self._convs.add(key)
+            elif kind == "spoke":
+                self._spoke.add(key)
             else:
                 self._members[key] = value
         self._staged.clear()
@@ -111,9 +119,8 @@ class Writes:
 
     def _members_of(self, db: Db, conv: str) -> list[str]:
         """Sorted members: a dm's are in its id, a group's are read once and cached."""
-        m = DM_RE.match(conv)
-        if m:
-            return [m.group(1), m.group(2)]
+        if conv.startswith("dm:"):
+            return members(db, conv)
         cached = self._members.get(conv)
         if cached is None:
             cached = members(db, conv)
@@ -142,9 +149,19 @@ class Writes:
         db.execute("INSERT INTO tokens VALUES (?,?,?)", (token_hash, user, expires_at_ms))
 
     # --- conversations -----------------------------------------------------------------
-    def _create_conversation(self, db: Db, conv: str, users: list[str], now_ms: int) -> None:
+    def _create_group(self, db: Db, conv: str, users: list[str], now_ms: int) -> None:
         db.execute("INSERT INTO conversations(id, created_at) VALUES (?,?)", (conv, now_ms))
         db.executemany("INSERT INTO members VALUES (?,?)", [(conv, u) for u in users])
+
+    def _spoken(self, db: Db, sender: str, conv: str) -> None:
+        """*sender* sent a message in *conv*: the other members may see its presence from now
+        on. The first message per (sender, conversation) writes the contacts; the cache makes
+        the later ones free."""
+        if (sender, conv) in self._spoke:
+            return
+        db.executemany("INSERT OR IGNORE INTO contacts VALUES (?,?)",
+                       [(sender, m) for m in self._members_of(db, conv) if m != sender])
+        self._staged.append(("spoke", (sender, conv), None))
 
     def create_group(self, db: Db, everyone: list[str], now_ms: int) -> str:
         for u in everyone:
@@ -152,7 +169,7 @@ class Writes:
                 raise not_found(f"members: no such user {u!r}")
         n = db.execute("INSERT INTO group_ids DEFAULT VALUES").lastrowid
         conv = f"g:{n}"
-        self._create_conversation(db, conv, everyone, now_ms)
+        self._create_group(db, conv, everyone, now_ms)
         self._staged += [("conv", conv, None), ("members", conv, everyone)]
         return conv
 
@@ -181,8 +198,6 @@ class Writes:
                 "INSERT INTO conversations(id, created_at, last_msg_id) VALUES (?,?,1) "
                 "ON CONFLICT(id) DO UPDATE SET last_msg_id=last_msg_id+1 RETURNING last_msg_id",
                 (conv, now_ms)).fetchone()
-            if msg_id == 1:
-                db.executemany("INSERT INTO members VALUES (?,?)", [(conv, u) for u in sorted((sender, req.to))])
         else:
             self._check_member(db, sender, conv)
             (msg_id,) = db.execute(
@@ -190,6 +205,7 @@ class Writes:
                 (conv,)).fetchone()
         db.execute("INSERT INTO messages VALUES (?,?,?,?,?,?)",
                    (conv, msg_id, sender, req.body, req.client_msg_id, now_ms))
+        self._spoken(db, sender, conv)
         body = {"kind": "message", "conversation": conv, "id": msg_id}
         outbox_id = db.execute("INSERT INTO outbox(item, created_at) VALUES (?,?)",
                                (json.dumps(body), now_ms)).lastrowid
@@ -253,10 +269,8 @@ class Writes:
                 (conv, item["prev"], item["up_to"], user))]
             return sorted(users), [conv, user, item["up_to"], item["status"], item["at"]]
         if kind == "presence":
-            user = item["user"]
-            users = [r[0] for r in db.execute(
-                "SELECT DISTINCT b.user FROM members a JOIN members b ON a.conversation=b.conversation "
-                "WHERE a.user=? AND b.user!=? ORDER BY b.user", (user, user))]
+            user = item["user"]  # to whoever may see it: those it has spoken with
+            users = [r[0] for r in db.execute("SELECT viewer FROM contacts WHERE owner=? ORDER BY viewer", (user,))]
             return users, [user, item["status"], item["at"]]
         raise ValueError(f"unknown queue item kind {kind!r}")
 

@@ -25,7 +25,7 @@ async def _presence(api: Api, token: str, user: str) -> str:
 
 async def test_two_devices(server, api: Api) -> None:
     alice, bob = await api.user("alice"), await api.user("bob")
-    await api.send(alice, "hi", to="bob")  # now contacts
+    await api.send(bob, "hi", to="alice")  # bob has spoken to alice: she may see his presence
     assert await _presence(api, alice, "bob") == "offline"
 
     phone = await ws_open(api, bob)
@@ -64,7 +64,7 @@ async def test_polling_client_expires_after_ttl(make_server, session: aiohttp.Cl
     server = await make_server(presence_ttl_s=60, presence_heartbeat_s=25, clock=clock)
     api = Api(session, server.url)
     alice, bob = await api.user("alice"), await api.user("bob")
-    await api.send(alice, "hi", to="bob")
+    await api.send(bob, "hi", to="alice")
     status, _ = await api.poll(bob)
     assert status == 200
     assert await _presence(api, alice, "bob") == "online"
@@ -86,7 +86,7 @@ async def test_quiet_websocket_stays_online(make_server, session: aiohttp.Client
     presence = server.chat.presence
     api = Api(session, server.url)
     alice, bob = await api.user("alice"), await api.user("bob")
-    await api.send(alice, "hi", to="bob")
+    await api.send(bob, "hi", to="alice")
     ws = await ws_open(api, bob)
     await ws_frames_until(ws, lambda f: f["type"] == "resumed")
     for _ in range(60):  # ten minutes in 10 s steps: ten TTLs
@@ -110,7 +110,7 @@ async def test_heartbeat_never_brings_back_a_closed_connection(make_server, sess
     presence = server.chat.presence
     api = Api(session, server.url)
     alice, bob = await api.user("alice"), await api.user("bob")
-    await api.send(alice, "hi", to="bob")
+    await api.send(bob, "hi", to="alice")
     ws = await ws_open(api, bob)
     await ws_frames_until(ws, lambda f: f["type"] == "resumed")
     conn_id = next(c for c, (u, _) in presence._local.items() if u == "bob")
@@ -130,10 +130,55 @@ async def test_heartbeat_never_brings_back_a_closed_connection(make_server, sess
 async def test_presence_is_not_sent_to_strangers(server, api: Api) -> None:
     alice, bob = await api.user("alice"), await api.user("bob")
     stranger = await api.user("stranger")
-    await api.send(alice, "hi", to="bob")
+    await api.send(bob, "hi", to="alice")
     ws = await ws_open(api, bob)
     await ws_frames_until(ws, lambda f: f["type"] == "resumed")
     await poll_until(api, alice, _bob_presence)  # delivered to the contact...
     status, page = await api.poll(stranger)
     assert [e for e in page["events"] if _bob_presence(e)] == []  # ...and not to anyone else
     await ws.close()
+
+
+async def test_presence_needs_the_other_side_to_have_spoken(server, api: Api) -> None:
+    """Presence by participation: writing to bob does not let alice watch him; his reply does."""
+    alice, bob = await api.user("alice"), await api.user("bob")
+    await api.send(alice, "are you there?", to="bob")
+    assert await _presence(api, alice, "bob") == "unknown"
+    assert await _presence(api, bob, "alice") == "offline", "alice spoke to bob: he may see her"
+    ws = await ws_open(api, bob)
+    await ws_frames_until(ws, lambda f: f["type"] == "resumed")
+    assert await _presence(api, alice, "bob") == "unknown"
+    status, page = await api.poll(alice)
+    assert [e for e in page["events"] if e["type"] == "presence"] == [], "no presence event either"
+    await api.send(bob, "yes", to="alice")
+    assert await _presence(api, alice, "bob") == "online"
+    await ws.close()
+    events = await poll_until(api, alice, lambda e: _bob_presence(e) and e["status"] == "offline")
+    # Fanned out to whoever may see it when it is delivered: his "online" may reach alice too
+    # if his reply was committed first; his "offline" does.
+    assert [e["status"] for e in events if _bob_presence(e)][-1] == "offline"
+
+
+async def test_a_group_creator_sees_nobody_until_they_speak(server, api: Api) -> None:
+    """Adding someone to a group needs no consent (as in most chat apps), but it reveals
+    nothing: members become visible to each other by posting."""
+    alice, bob, carol = await api.user("alice"), await api.user("bob"), await api.user("carol")
+    status, group = await api.call("POST", "/api/groups", alice, json={"members": ["bob", "carol"]})
+    assert status == 201
+    ws = await ws_open(api, bob)
+    await ws_frames_until(ws, lambda f: f["type"] == "resumed")
+    assert await _presence(api, alice, "bob") == "unknown"
+    assert await _presence(api, carol, "bob") == "unknown"
+    await api.send(bob, "hello group", conversation=group["conversation"])
+    assert await _presence(api, alice, "bob") == "online"
+    assert await _presence(api, carol, "bob") == "online"
+    assert await _presence(api, bob, "alice") == "unknown", "alice made the group but has not spoken"
+    await ws.close()
+
+
+async def test_presence_does_not_tell_who_exists(server, api: Api) -> None:
+    alice = await api.user("alice")
+    await api.user("stranger")
+    status, body = await api.call("GET", "/api/presence?users=stranger,nobody,alice", alice)
+    assert status == 200
+    assert body["presence"] == {"stranger": "unknown", "nobody": "unknown", "alice": "offline"}

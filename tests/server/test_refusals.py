@@ -58,7 +58,6 @@ ROWS = [
         {"conversation": "g:999", "body": "hi", "client_msg_id": "c-3"}),
     Row("history of unknown conversation", "GET", "/api/conversations/g:999/messages", 404, "not_found"),
     Row("history of a dm never started", "GET", "/api/conversations/dm:alice:carol/messages", 404, "not_found"),
-    Row("presence of unknown user", "GET", "/api/presence?users=bob,nobody", 404, "not_found"),
     Row("group with unknown member", "POST", "/api/groups", 404, "not_found", {"members": ["bob", "nobody"]}),
     Row("unknown route", "GET", "/api/nothing", 404, "not_found"),
     # --- malformed requests (400) ---
