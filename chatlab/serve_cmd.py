@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis-url", default=None,
                         help="e.g. redis://127.0.0.1:6379/0 (default: embedded fakeredis, in memory)")
     parser.add_argument("--data-dir", default="var", help="directory for the SQLite file (default ./var)")
-    parser.add_argument("--db", default=None, help="SQLite file (default <data-dir>/chat.sqlite3)")
+    parser.add_argument("--db", default=None,
+                        help="SQLite file (default <data-dir>/chat.sqlite3), or postgresql://user@host:port/db")
     parser.add_argument("--ws-compression", action="store_true",
                         help="offer permessage-deflate on WebSockets (off by default: it costs throughput)")
 
@@ -55,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
     if data_dir.exists() and not data_dir.is_dir():
         raise UsageError(f"--data-dir={args.data_dir}: exists and is not a directory")
-    db = Path(args.db) if args.db else None
+    db_url = args.db if args.db and args.db.startswith(("postgresql://", "postgres://")) else None
+    db = Path(args.db) if args.db and db_url is None else None
     if db is not None and db.is_dir():
         raise UsageError(f"--db={args.db}: is a directory, expected a file path")
 
@@ -67,11 +69,23 @@ def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = ServerConfig(host=args.host, port=port, redis_url=args.redis_url, data_dir=data_dir,
-                          db_path=db, ws_compression=bool(args.ws_compression))
+                          db_path=db, db_url=db_url, ws_compression=bool(args.ws_compression))
     try:
         asyncio.run(serve_forever(config))
     except OSError as exc:  # port in use, permission denied, unwritable data dir
         raise UsageError(f"--host={args.host} --port={port}: {exc.strerror or exc}") from None
     except RuntimeError as exc:  # Redis does not answer
         raise UsageError(str(exc)) from None
+    except Exception as exc:  # PostgreSQL does not answer, or refuses the login
+        if type(exc).__module__.startswith("psycopg"):
+            raise UsageError(f"--db={_without_password(args.db)}: PostgreSQL refused: "
+                             f"{str(exc).strip().splitlines()[0][:160]}") from None
+        raise
     return 0
+
+
+def _without_password(url: str) -> str:
+    """The URL to print: a password in it is replaced by ***."""
+    import re
+
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)

@@ -67,7 +67,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     metrics = app[METRICS]
     clock = app.get(CLOCK, SYSTEM)
-    store = await Store.open(config.database, retention=config.event_retention,
+    store = await Store.open(config.store_location, retention=config.event_retention,
                              synchronous=config.sqlite_synchronous)
     redis = connect(config.redis_url, config.redis_max_connections, config.redis_pool_timeout_s)
     try:
@@ -117,7 +117,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
              asyncio.create_task(run_every(stop, min(1.0, config.presence_heartbeat_s / 4),
                                            presence.refresh_local, "presence heartbeat"),
                                  name="presence-heartbeat")]
-    log.info("chat server: db=%s redis=%s epoch=%s", config.database, config.redis_url or "embedded",
+    log.info("chat server: db=%s redis=%s epoch=%s", store.where, config.redis_url or "embedded",
              store.epoch)
     yield
     await stop_all(stop, loops)
@@ -188,7 +188,7 @@ async def serve_forever(config: ServerConfig) -> None:
     stop = asyncio.Event()
     with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    print(f"chat server on {server.url}  (db {config.database}, redis "
+    print(f"chat server on {server.url}  (db {server.chat.store.where}, redis "
           f"{config.redis_url or 'embedded fakeredis'}, ws compression "
           f"{'on' if config.ws_compression else 'off'})", flush=True)
     try:

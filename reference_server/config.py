@@ -24,6 +24,9 @@ class ServerConfig:
     data_dir: Path = Path("var")
     #: SQLite file; ``None`` = ``<data_dir>/chat.sqlite3``.
     db_path: Path | None = None
+    #: ``postgresql://...``: keep everything in this PostgreSQL database instead of SQLite
+    #: (several server processes can share it: a cluster).
+    db_url: str | None = None
     #: permessage-deflate on WebSockets. Off by default: it costs CPU on every frame.
     ws_compression: bool = False
     #: SQLite ``synchronous``: FULL syncs every group commit, so an ack survives a power loss;
@@ -106,6 +109,8 @@ class ServerConfig:
             ("queue_max_deliveries", self.queue_max_deliveries >= 1, "expected >= 1"),
             ("event_retention", self.event_retention >= 1, "expected >= 1"),
             ("sqlite_synchronous", self.sqlite_synchronous in ("FULL", "NORMAL"), "expected FULL or NORMAL"),
+            ("db_url", self.db_url is None or self.db_url.startswith(("postgresql://", "postgres://")),
+             "expected postgresql://user@host:port/database"),
             ("redis_max_connections", self.redis_max_connections >= 2, "expected >= 2"),
             ("redis_pool_timeout_s", self.redis_pool_timeout_s > 0, "expected > 0"),
             ("admission_max_delivery_lag_ms", self.admission_max_delivery_lag_ms > 0, "expected > 0"),
@@ -118,8 +123,13 @@ class ServerConfig:
 
     @property
     def database(self) -> Path:
-        """The SQLite file this configuration uses."""
+        """The SQLite file this configuration uses (when ``db_url`` is not set)."""
         return Path(self.db_path) if self.db_path is not None else Path(self.data_dir) / "chat.sqlite3"
+
+    @property
+    def store_location(self) -> Path | str:
+        """Where the store lives: the PostgreSQL URL, or the SQLite file."""
+        return self.db_url if self.db_url is not None else self.database
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Install and start what the test suite needs beyond Python packages:
 #   - a Redis on 127.0.0.1:6379 (Debian's redis-server), started only when none answers;
+#   - a PostgreSQL on 127.0.0.1:5432 (Debian's postgresql) that lets the role postgres in
+#     without a password from 127.0.0.1, started only when none answers: a private cluster
+#     under /tmp/chatlab-pg (trust authentication on loopback only), so nothing of the
+#     machine's own configuration changes;
 #   - Debian's Chromium for the browser tests (Playwright drives it by executable path,
 #     it never downloads a browser of its own).
 # Idempotent: a machine that has both already is left alone.
@@ -37,6 +41,35 @@ else
     --dir /tmp/chatlab-redis --logfile /tmp/chatlab-redis/redis.log
   for _ in $(seq 50); do answers && break; sleep 0.1; done
   answers && echo "ensure-services: started Redis on $host:$port" || { echo "ensure-services: Redis did not start" >&2; exit 1; }
+fi
+
+pg_answers() { python3 - <<'PY'
+import socket, sys
+try:
+    socket.create_connection(("127.0.0.1", 5432), timeout=1).close(); ok = True
+except OSError:
+    ok = False
+sys.exit(0 if ok else 1)
+PY
+}
+
+if pg_answers; then
+  echo "ensure-services: PostgreSQL answers on 127.0.0.1:5432"
+else
+  bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  if [ -z "$bindir" ]; then
+    apt_install postgresql
+    bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  fi
+  pgdata=/tmp/chatlab-pg
+  if [ ! -f "$pgdata/PG_VERSION" ]; then
+    mkdir -p "$pgdata" && chown postgres:postgres "$pgdata"
+    runuser -u postgres -- "$bindir/initdb" -D "$pgdata" -U postgres --auth=trust >/dev/null
+  fi
+  runuser -u postgres -- "$bindir/pg_ctl" -D "$pgdata" -l "$pgdata/server.log" -w \
+    -o "-p 5432 -k $pgdata -c listen_addresses=127.0.0.1" start >/dev/null
+  pg_answers && echo "ensure-services: started PostgreSQL on 127.0.0.1:5432 ($pgdata)" \
+    || { echo "ensure-services: PostgreSQL did not start (see $pgdata/server.log)" >&2; exit 1; }
 fi
 
 chromium=${CHATLAB_CHROMIUM:-/usr/bin/chromium}

@@ -1,18 +1,20 @@
-"""Durable state in SQLite (WAL): users, tokens, conversations, messages, receipts, the
-per-user event logs and the outbox.
+"""Durable state: users, tokens, conversations, messages, receipts, the per-user event logs,
+who may see whom, and the outbox. One interface, two databases:
 
-Two connections to one database file:
+* **SQLite** (the default, a file under ``--data-dir``): one write connection used by a
+  :class:`~.committer.GroupCommitter` (statements on the event loop, COMMIT and its fsync on
+  a helper thread), one read connection used synchronously by the event loop. WAL mode.
+* **PostgreSQL** (``--db postgresql://...``, for several server processes): an
+  :class:`~.committer.AsyncGroupCommitter` on one asyncio connection for writes, a small
+  pool for reads.
 
-* **writes** go to a :class:`~.committer.GroupCommitter`: every write queued since the
-  last commit runs in one transaction (group commit), whose COMMIT and fsync happen on
-  a helper thread while the event loop goes on; then all the results come back at
-  once. A write's answer (a send's ack) exists only after the COMMIT that made it durable.
-* **reads** run on the event loop's own connection (:mod:`.reads`), synchronously.
+Writes are group-committed: every write queued since the last COMMIT runs in one
+transaction, and each is answered after that COMMIT. The transactions themselves are
+sans-I/O generators (:mod:`.writes`, :mod:`.reads`), the same for both databases, and keep
+the rules (cursor never skips, idempotent send, receipts only move forward, the outbox).
+See docs/server.md.
 
-The rules each write keeps (cursor never skips, idempotent send, receipts only move
-forward, the outbox) are in :mod:`.writes`. See docs/server.md.
-
-    store = await Store.open(path)
+    store = await Store.open(path_or_url)
     stored = await store.add_message("alice", SendRequest("hi", "c1", to="bob"), now_ms)
     fan = await store.fan_out([stored.item])
     await store.close()
@@ -21,37 +23,80 @@ forward, the outbox) are in :mod:`.writes`. See docs/server.md.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from chatcore import Cursor
 
+from ..errors import bad_request
 from ..payloads import ReceiptRequest, SendRequest
-from . import schema
-from .committer import Done, GroupCommitter
-from .reads import Reads
+from . import postgres, reads, schema
+from .committer import AsyncGroupCommitter, Done, GroupCommitter
+from .ops import Tx, drive, drive_async
 from .types import Expired, FanOut, Item, Page, Stored
 from .writes import Writes
 
 __all__ = ["Expired", "FanOut", "Item", "Page", "Store", "Stored"]
 
 
-class Store:
-    """SQLite persistence. Create with :meth:`open`, end with :meth:`close`."""
+class _Sqlite:
+    """Reads on the event loop's own connection, in one read transaction each."""
 
-    def __init__(self, committer: GroupCommitter[Any], reads: Reads, writes: Writes) -> None:
+    def __init__(self, read_db: sqlite3.Connection) -> None:
+        self.db = read_db
+
+    async def read(self, tx: Tx[Any]) -> Any:
+        self.db.execute("BEGIN")
+        try:
+            return drive(tx, self.db)
+        finally:
+            self.db.execute("COMMIT")
+
+    async def close(self) -> None:
+        self.db.close()
+
+
+class _Postgres:
+    """Reads on a pooled connection, each in a REPEATABLE READ READ ONLY transaction."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+
+    async def read(self, tx: Tx[Any]) -> Any:
+        async with self.pool.connection() as conn:
+            await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                return await drive_async(tx, conn)
+            finally:
+                await conn.execute("COMMIT")
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+class Store:
+    """The store. Create with :meth:`open`, end with :meth:`close`."""
+
+    def __init__(self, committer: GroupCommitter | AsyncGroupCommitter, reader: _Sqlite | _Postgres,
+                 writes: Writes, where: str) -> None:
         self._committer = committer
-        self._reads = reads
+        self._reader = reader
         self._writes = writes
-        self.epoch = reads.epoch
+        self.epoch = writes.epoch
         self.retention = writes.retention
+        #: The SQLite file or the PostgreSQL URL (without its password).
+        self.where = where
 
     # --- life cycle ---------------------------------------------------------------------
     @classmethod
-    async def open(cls, path: Path, retention: int = 10_000, synchronous: str = "FULL") -> "Store":
-        """Open (creating if needed) the database at *path*; a new database gets a new epoch."""
-        path = Path(path)
+    async def open(cls, where: Path | str, retention: int = 10_000, synchronous: str = "FULL") -> "Store":
+        """Open (creating the schema if needed) the SQLite file *where*, or the PostgreSQL
+        database when *where* is a ``postgresql://`` URL. A new database gets a new epoch."""
+        if postgres.is_url(where):
+            return await cls._open_postgres(str(where), retention)
+        path = Path(where)
         loop = asyncio.get_running_loop()
         write_db = await loop.run_in_executor(None, partial(schema.connect, path, synchronous))
         try:
@@ -60,110 +105,148 @@ class Store:
             write_db.close()
             raise
         read_db.execute("PRAGMA query_only=ON")
-        epoch = schema.epoch_of(read_db)
-        writes = Writes(epoch, retention)
-        committer: GroupCommitter[Any] = GroupCommitter(write_db, name="sqlite-commit",
-                                                        on_commit=writes.commit_staged,
-                                                        on_rollback=writes.drop_staged)
-        return cls(committer, Reads(read_db, epoch), writes)
+        writes = Writes(schema.epoch_of(read_db), retention)
+        committer = GroupCommitter(write_db, name="sqlite-commit", on_commit=writes.commit_staged,
+                                   on_rollback=writes.drop_staged, database_errors=(sqlite3.Error,))
+        return cls(committer, _Sqlite(read_db), writes, str(path))
+
+    @classmethod
+    async def _open_postgres(cls, url: str, retention: int) -> "Store":
+        import psycopg
+
+        write_db = await postgres.connect(url)
+        pool = postgres.read_pool(url)
+        try:
+            await pool.open(wait=True, timeout=10)
+            writes = Writes(await postgres.epoch_of(write_db), retention)
+        except BaseException:
+            await write_db.close()
+            await pool.close()
+            raise
+        committer = AsyncGroupCommitter(write_db, on_commit=writes.commit_staged, on_rollback=writes.drop_staged,
+                                        database_errors=(psycopg.Error,))
+        committer.start()
+        where = psycopg.conninfo.make_conninfo(url, password="") if "@" in url else url
+        return cls(committer, _Postgres(pool), writes, where)
 
     async def close(self) -> None:
-        """Commit what is queued and close both connections."""
+        """Commit what is queued and close the connections."""
         await self._committer.close()
-        self._committer.conn.close()
-        self._reads.db.close()
+        conn = self._committer.conn
+        result = conn.close()
+        if asyncio.iscoroutine(result):
+            await result
+        await self._reader.close()
 
     @property
-    def committer(self) -> GroupCommitter[Any]:
+    def committer(self) -> GroupCommitter | AsyncGroupCommitter:
         """The writer: its queue depth and batch statistics (admission control, metrics)."""
         return self._committer
+
+    def _submit(self, tx: Callable[[], Tx[Any]], done: Done) -> None:
+        self._committer.submit(tx, done)
+
+    async def _write(self, tx: Callable[[], Tx[Any]]) -> Any:
+        return await self._committer.call(tx)
+
+    async def _read(self, tx: Tx[Any]) -> Any:
+        return await self._reader.read(tx)
 
     # --- writes (group-committed) ----------------------------------------------------------
     async def create_user(self, name: str, pw_hash: str, now_ms: int) -> bool:
         """Insert a user; False when the name is taken (nothing changes then)."""
-        return await self._committer.call(partial(self._writes.create_user, name=name, pw_hash=pw_hash,
-                                                  now_ms=now_ms))
+        return bool(await self._write(partial(self._writes.create_user, name, pw_hash, now_ms)))
 
     async def save_token(self, token_hash: str, user: str, expires_at_ms: int) -> None:
-        await self._committer.call(partial(self._writes.save_token, token_hash=token_hash, user=user,
-                                           expires_at_ms=expires_at_ms))
+        await self._write(partial(self._writes.save_token, token_hash, user, expires_at_ms))
 
     async def create_group(self, creator: str, members: list[str], now_ms: int) -> str:
         """Create ``g:<n>`` with *creator* and *members*; 404 if one is not registered."""
-        from ..errors import bad_request
-
         everyone = sorted(set(members) | {creator})
         if len(everyone) < 2:
             raise bad_request("members: a group needs at least one other user")
-        return await self._committer.call(partial(self._writes.create_group, everyone=everyone, now_ms=now_ms))
+        return str(await self._write(partial(self._writes.create_group, everyone, now_ms)))
 
     def submit_message(self, sender: str, req: SendRequest, now_ms: int, done: Done) -> None:
         """Queue a send; *done(Stored | None, error | None)* runs on the event loop after the
         commit. For callers that must not wait (a WebSocket reading its next frame)."""
-        self._committer.submit(partial(self._writes.add_message, sender=sender, req=req, now_ms=now_ms), done)
+        self._submit(partial(self._writes.add_message, sender, req, now_ms), done)
 
     async def add_message(self, sender: str, req: SendRequest, now_ms: int) -> Stored:
         """Store a message (idempotent per ``(sender, client_msg_id)``)."""
-        return await self._committer.call(partial(self._writes.add_message, sender=sender, req=req, now_ms=now_ms))
+        stored: Stored = await self._write(partial(self._writes.add_message, sender, req, now_ms))
+        return stored
 
     def submit_receipt(self, user: str, req: ReceiptRequest, now_ms: int, done: Done) -> None:
-        self._committer.submit(partial(self._writes.add_receipt, user=user, req=req, now_ms=now_ms), done)
+        self._submit(partial(self._writes.add_receipt, user, req, now_ms), done)
 
     async def add_receipt(self, user: str, req: ReceiptRequest, now_ms: int) -> Stored:
         """Advance *user*'s watermark (receipts only move forward)."""
-        return await self._committer.call(partial(self._writes.add_receipt, user=user, req=req, now_ms=now_ms))
-
-    async def fan_out(self, items: list[Item]) -> FanOut:
-        """Append the events of *items* to their recipients' logs in one transaction."""
-        return await self._committer.call(partial(self._writes.fan_out, items=items))
-
-    def submit_fan_out(self, items: list[Item], done: Done) -> None:
-        """:meth:`fan_out` without waiting: *done(FanOut | None, error | None)* after the commit."""
-        self._committer.submit(partial(self._writes.fan_out, items=items), done)
+        stored: Stored = await self._write(partial(self._writes.add_receipt, user, req, now_ms))
+        return stored
 
     def submit_presence(self, user: str, status: str, at_ms: int, done: Done) -> None:
         """Queue a presence change (an outbox row); *done(Item, error)* after the commit."""
-        self._committer.submit(partial(self._writes.add_presence, user=user, status=status, at_ms=at_ms), done)
+        self._submit(partial(self._writes.add_presence, user, status, at_ms), done)
+
+    async def fan_out(self, items: list[Item]) -> FanOut:
+        """Append the events of *items* to their recipients' logs in one transaction."""
+        fan: FanOut = await self._write(partial(self._writes.fan_out, items))
+        return fan
+
+    def submit_fan_out(self, items: list[Item], done: Done) -> None:
+        """:meth:`fan_out` without waiting: *done(FanOut | None, error | None)* after the commit."""
+        self._submit(partial(self._writes.fan_out, items), done)
 
     async def drop_outbox(self, outbox_ids: list[int]) -> None:
         """Forget the outbox rows of dead-lettered items."""
-        await self._committer.call(partial(self._writes.drop_outbox, outbox_ids=outbox_ids))
+        await self._write(partial(self._writes.drop_outbox, outbox_ids))
 
-    # --- reads (the event loop's connection) ---------------------------------------------------
+    # --- reads -------------------------------------------------------------------------------
     async def password_hash(self, name: str) -> str | None:
-        return self._reads.password_hash(name)
+        result: str | None = await self._read(reads.password_hash(name))
+        return result
 
     async def missing_users(self, names: list[str]) -> list[str]:
         """Those of *names* that are not registered."""
-        return self._reads.missing_users(names)
+        result: list[str] = await self._read(reads.missing_users(names))
+        return result
 
     async def visible_to(self, viewer: str, owners: list[str]) -> set[str]:
         """Those of *owners* whose presence *viewer* may see (presence by participation)."""
-        return self._reads.visible_to(viewer, owners)
+        result: set[str] = await self._read(reads.visible_to(viewer, owners))
+        return result
 
     async def token_owner(self, token_hash: str, now_ms: int) -> tuple[str, int] | None:
         """``(user, expires_at_ms)`` for a live token, else None."""
-        return self._reads.token_owner(token_hash, now_ms)
+        result: tuple[str, int] | None = await self._read(reads.token_owner(token_hash, now_ms))
+        return result
 
     async def history(self, user: str, conversation: str, before: int | None, limit: int) -> dict[str, Any]:
         """Up to *limit* messages with id < *before* (all if None), oldest first, plus every
         member's receipt watermarks."""
-        return self._reads.history(user, conversation, before, limit)
+        result: dict[str, Any] = await self._read(reads.history(user, conversation, before, limit))
+        return result
 
     async def read_events(self, user: str, after: Cursor | None, limit: int) -> Page | Expired:
         """Events after *after*, at most *limit*; :class:`Expired` when it cannot be resumed."""
-        return self._reads.read_events(user, after, limit)
+        result: Page | Expired = await self._read(reads.read_events(self.epoch, user, after, limit))
+        return result
 
     async def events_between(self, user: str, after_seq: int, upto_seq: int) -> list[tuple[int, dict[str, Any]]]:
-        return self._reads.events_between(user, after_seq, upto_seq)
+        result: list[tuple[int, dict[str, Any]]] = await self._read(
+            reads.events_between(self.epoch, user, after_seq, upto_seq))
+        return result
 
     async def current_cursor(self, user: str) -> Cursor:
-        return self._reads.current_cursor(user)
+        return Cursor(self.epoch, await self._read(reads.current_seq(user)))
 
     async def pending_outbox(self, created_before_ms: int | None = None) -> list[Item]:
         """Outbox rows not yet fanned out (to queue again at start-up, after Redis lost them,
         or when older than the visibility timeout)."""
-        return self._reads.pending_outbox(created_before_ms)
+        result: list[Item] = await self._read(reads.pending_outbox(created_before_ms))
+        return result
 
     async def counts(self) -> dict[str, int]:
-        return self._reads.counts()
+        result: dict[str, int] = await self._read(reads.counts())
+        return result

@@ -28,6 +28,11 @@ from reference_server.config import ServerConfig
 from reference_server.redis_link import connect
 
 REDIS_URL = os.environ.get("CHATLAB_REDIS_URL", "redis://127.0.0.1:6379/0")
+#: A PostgreSQL role allowed to create databases; each test makes its own and drops it.
+PG_ADMIN_URL = os.environ.get("CHATLAB_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+#: Parametrize a test with ``database`` (or pass ``db=database`` to make_server) to run it on both.
+DATABASES = [pytest.param("sqlite", id="sqlite"),
+             pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres)]
 BACKENDS = [pytest.param("fakeredis", id="fakeredis"),
             pytest.param("redis", id="redis", marks=pytest.mark.redis)]
 PASSWORD = "correct horse"
@@ -71,18 +76,67 @@ async def redis_url(backend: str) -> str | None:
     return REDIS_URL
 
 
+NewDatabase = Callable[[], Awaitable[Any]]
+
+
+@pytest.fixture(params=DATABASES)
+def database(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def new_database(database: str, tmp_path: Path) -> AsyncIterator[NewDatabase]:
+    """``await new_database()``: a fresh, empty database of the parametrized kind: a SQLite
+    file under tmp_path, or a PostgreSQL database created for this test and dropped after it
+    (skipped, saying why, when no PostgreSQL answers at ``CHATLAB_PG_URL``)."""
+    made: list[str] = []
+
+    async def make() -> Any:
+        name = f"chatlab_test_{uuid.uuid4().hex[:12]}"
+        if database == "sqlite":
+            return tmp_path / f"{name}.sqlite3"
+        await _pg_admin(f'CREATE DATABASE "{name}"')
+        made.append(name)
+        return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+    yield make
+    for name in made:
+        await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _pg_admin(sql: str) -> None:
+    import psycopg
+
+    try:
+        conn = await psycopg.AsyncConnection.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL at {PG_ADMIN_URL} does not answer ({str(exc).strip()[:120]}); "
+                    "`make services` starts one, or set CHATLAB_PG_URL")
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
 MakeServer = Callable[..., Awaitable[RunningServer]]
 
 
 @pytest.fixture
 async def make_server(redis_url: str | None, tmp_path: Path) -> AsyncIterator[MakeServer]:
     """``await make_server(**config_overrides)`` starts a server (``clock=`` a FakeClock for the
-    server's rules); all stop at teardown."""
+    server's rules, ``db="postgresql"`` for a PostgreSQL database of its own); all stop at
+    teardown."""
     started: list[tuple[RunningServer, str]] = []
+    databases: list[str] = []
 
-    async def make(clock: Clock = SYSTEM, **overrides: Any) -> RunningServer:
+    async def make(clock: Clock = SYSTEM, db: str = "sqlite", **overrides: Any) -> RunningServer:
         prefix = overrides.pop("redis_prefix", f"chatlab-test-{uuid.uuid4().hex[:12]}")
         data_dir = overrides.pop("data_dir", tmp_path / f"srv{len(started)}")
+        if db == "postgresql":  # a database of its own, dropped at teardown
+            name = f"chatlab_test_{uuid.uuid4().hex[:12]}"
+            await _pg_admin(f'CREATE DATABASE "{name}"')
+            databases.append(name)
+            overrides["db_url"] = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
         srv = await run_server(fast_config(data_dir, redis_url, prefix, **overrides), clock=clock)
         started.append((srv, prefix))
         return srv
@@ -96,6 +150,8 @@ async def make_server(redis_url: str | None, tmp_path: Path) -> AsyncIterator[Ma
             await delete_prefix(client, prefix)
     finally:
         await client.aclose()
+    for name in databases:
+        await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

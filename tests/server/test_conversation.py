@@ -27,7 +27,8 @@ def _msg(body: str):  # predicate on message events
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_full_conversation(transport: str, server, session: aiohttp.ClientSession) -> None:
+async def test_full_conversation(transport: str, database: str, make_server, session: aiohttp.ClientSession) -> None:
+    server = await make_server(db=database)
     alice_log: list[dict[str, Any]] = []
     bob_log: list[dict[str, Any]] = []
     alice = _client(server.url, "alice", transport, session, alice_log)

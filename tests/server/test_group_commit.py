@@ -1,5 +1,6 @@
 """docs/server.md "Batching, and what it costs": the group committer batches writes but keeps
-the guarantees of one write at a time. Driven directly (no network), on a real SQLite file."""
+the guarantees of one write at a time. Driven directly (no network), on a real SQLite file
+and a real PostgreSQL database (each test makes its own)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import sqlite3
 import uuid
 from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -14,103 +16,145 @@ import pytest
 from reference_server.errors import ApiError
 from reference_server.payloads import SendRequest
 from reference_server.store import Page, Store
-from reference_server.store.committer import GroupCommitter
+from reference_server.store.committer import AsyncGroupCommitter, GroupCommitter
+from reference_server.store.ops import Exec, One, Tx
 
 
 class FailingCommit:
-    """A sqlite3 connection whose next *fail* COMMITs raise, as a full disk would."""
+    """A connection (sqlite3, or psycopg's async one) whose next *fail* COMMITs raise, as a
+    full disk would."""
 
-    def __init__(self, conn: sqlite3.Connection, fail: int) -> None:
+    def __init__(self, conn: Any, fail: int) -> None:
         self._conn = conn
         self.fail = fail
 
-    def execute(self, sql: str, args: Any = ()) -> Any:
+    def execute(self, sql: str, *args: Any, **kw: Any) -> Any:
         if sql == "COMMIT" and self.fail > 0:
             self.fail -= 1
-            raise sqlite3.OperationalError("disk I/O error")
-        return self._conn.execute(sql, args)
+            if isinstance(self._conn, sqlite3.Connection):
+                raise sqlite3.OperationalError("disk I/O error")
+            import psycopg
 
-    def __getattr__(self, name: str) -> Any:  # executemany, total_changes, close ...
+            async def fail() -> None:
+                raise psycopg.OperationalError("could not write to file: No space left on device")
+            return fail()
+        return self._conn.execute(sql, *args, **kw)
+
+    def __getattr__(self, name: str) -> Any:  # executemany, cursor, close ...
         return getattr(self._conn, name)
 
 
-def _conn(tmp_path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(str(tmp_path / "c.sqlite3"), isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)")
-    return conn
+class Table:
+    """A committer on a one-table database of the parametrized kind, and a way to look."""
+
+    def __init__(self, committer: Any, rows: Callable[[], Awaitable[list[str]]], real: Any) -> None:
+        self.committer = committer
+        self.rows = rows
+        self.real = real
+
+
+@pytest.fixture
+async def table(new_database) -> AsyncIterator[Table]:  # type: ignore[no-untyped-def]
+    where = await new_database()
+    if isinstance(where, Path):
+        conn = sqlite3.connect(str(where), isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)")
+
+        async def rows() -> list[str]:
+            return [r[0] for r in conn.execute("SELECT k FROM t ORDER BY k")]
+        committer: Any = GroupCommitter(conn, database_errors=(sqlite3.Error,))
+        yield Table(committer, rows, conn)
+        await committer.close()
+        conn.close()
+        return
+    import psycopg
+
+    conn = await psycopg.AsyncConnection.connect(where, autocommit=True)
+    await conn.execute("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)")
+    look = await psycopg.AsyncConnection.connect(where, autocommit=True)
+
+    async def pg_rows() -> list[str]:
+        cur = await look.execute("SELECT k FROM t ORDER BY k")
+        return [r[0] for r in await cur.fetchall()]
+    committer = AsyncGroupCommitter(conn, database_errors=(psycopg.Error,))
+    committer.start()
+    yield Table(committer, pg_rows, conn)
+    await committer.close()
+    await conn.close()
+    await look.close()
 
 
 def _insert(k: str) -> Any:
-    return lambda db: db.execute("INSERT INTO t VALUES (?, 1)", (k,)).rowcount
+    """A transaction factory: one INSERT, answering its row count."""
+    def tx() -> Tx[int]:
+        return (yield Exec("INSERT INTO t VALUES (?, 1)", k))
+    return tx
 
 
-def _rows(conn: sqlite3.Connection) -> list[str]:
-    return [r[0] for r in conn.execute("SELECT k FROM t ORDER BY k")]
-
-
-async def test_many_writes_share_one_commit_and_each_gets_its_own_answer(tmp_path: Path) -> None:
-    committer: GroupCommitter[Any] = GroupCommitter(_conn(tmp_path))
+async def test_many_writes_share_one_commit_and_each_gets_its_own_answer(table: Table) -> None:
+    committer = table.committer
     futures = [committer.call(_insert(f"k{i:02d}")) for i in range(50)]  # queued in one event-loop turn
     assert await asyncio.gather(*futures) == [1] * 50
     assert committer.stats.batches == 1 and committer.stats.jobs == 50
-    assert len(_rows(committer.conn)) == 50
-    await committer.close()
+    assert len(await table.rows()) == 50
 
 
-async def test_no_answer_before_the_commit_and_none_when_it_fails(tmp_path: Path) -> None:
+async def test_no_answer_before_the_commit_and_none_when_it_fails(table: Table) -> None:
     """An ack means durable: when the COMMIT fails, every write of the batch gets the
     error, and nothing of it is in the database."""
-    conn = FailingCommit(_conn(tmp_path), fail=1)
-    committer: GroupCommitter[Any] = GroupCommitter(conn)
-    first = [committer.call(_insert(f"a{i}")) for i in range(5)]
+    table.committer.conn = FailingCommit(table.real, fail=1)
+    first = [table.committer.call(_insert(f"a{i}")) for i in range(5)]
     results = await asyncio.gather(*first, return_exceptions=True)
-    assert all(isinstance(r, sqlite3.OperationalError) for r in results)
-    assert _rows(conn._conn) == []
-    assert await committer.call(_insert("b")) == 1, "the next batch commits"
-    assert _rows(conn._conn) == ["b"]
-    await committer.close()
+    assert all(isinstance(r, Exception) and not isinstance(r, ApiError) for r in results), results
+    assert await table.rows() == []
+    assert await table.committer.call(_insert("b")) == 1, "the next batch commits"
+    assert await table.rows() == ["b"]
 
 
-async def test_a_refusal_is_answered_alone_and_changes_nothing(tmp_path: Path) -> None:
-    committer: GroupCommitter[Any] = GroupCommitter(_conn(tmp_path))
+async def test_a_refusal_is_answered_alone_and_changes_nothing(table: Table) -> None:
+    committer = table.committer
 
-    def refuse(db: Any) -> None:
+    def refuse() -> Tx[None]:
+        yield One("SELECT 1")
         raise ApiError(404, "not_found", "no such thing")
 
     results = await asyncio.gather(committer.call(_insert("x")), committer.call(refuse),
                                    committer.call(_insert("y")), return_exceptions=True)
     assert results[0] == 1 and isinstance(results[1], ApiError) and results[2] == 1
     assert committer.stats.batches == 1, "a refusal does not split the batch"
-    assert _rows(committer.conn) == ["x", "y"]
-    await committer.close()
+    assert await table.rows() == ["x", "y"]
 
 
-async def test_a_job_failing_after_a_write_is_undone_alone(tmp_path: Path) -> None:
-    """A job that raised after changing rows would leave half its work behind: the batch is
-    rolled back and run again with a savepoint per job; the others are committed once."""
-    committer: GroupCommitter[Any] = GroupCommitter(_conn(tmp_path))
+async def test_a_job_failing_after_a_write_is_undone_alone(table: Table) -> None:
+    """A transaction that raised after changing rows would leave half its work behind: the
+    batch is rolled back and run again with a savepoint per transaction; the others are
+    committed once."""
+    committer = table.committer
     calls = {"x": 0}
 
-    def counted_x(db: Any) -> int:
+    def counted_x() -> Tx[int]:
         calls["x"] += 1
-        return int(db.execute("INSERT INTO t VALUES ('x', 1)").rowcount)
+        return (yield Exec("INSERT INTO t VALUES ('x', 1)"))
 
-    def half(db: Any) -> None:
-        db.execute("INSERT INTO t VALUES ('half', 1)")
+    def half() -> Tx[None]:
+        yield Exec("INSERT INTO t VALUES ('half', 1)")
         raise RuntimeError("bug after a write")
 
+    def duplicate() -> Tx[None]:  # a database error: on PostgreSQL it breaks the transaction
+        yield Exec("INSERT INTO t VALUES ('x', 2)")
+
     results = await asyncio.gather(committer.call(counted_x), committer.call(half), committer.call(_insert("z")),
-                                   return_exceptions=True)
+                                   committer.call(duplicate), return_exceptions=True)
     assert results[0] == 1 and isinstance(results[1], RuntimeError) and results[2] == 1
-    assert _rows(committer.conn) == ["x", "z"], "the failing job's write is gone, the others are there once"
+    assert isinstance(results[3], Exception) and not isinstance(results[3], RuntimeError)
+    assert await table.rows() == ["x", "z"], "the failing jobs' writes are gone, the others are there once"
     assert calls["x"] == 2, "run again in the isolated pass"
-    await committer.close()
 
 
-async def test_a_job_sees_the_jobs_before_it_in_its_batch(tmp_path: Path) -> None:
+async def test_a_job_sees_the_jobs_before_it_in_its_batch(new_database) -> None:
     """Two sends with one client_msg_id in one batch: one message, the same ack twice."""
-    store = await Store.open(tmp_path / "s.sqlite3")
+    store = await Store.open(await new_database())
     try:
         for u in ("alice", "bob"):
             await store.create_user(u, "x", 0)
@@ -122,33 +166,35 @@ async def test_a_job_sees_the_jobs_before_it_in_its_batch(tmp_path: Path) -> Non
         await store.close()
 
 
-async def test_a_rolled_back_batch_leaves_nothing_in_the_caches(tmp_path: Path) -> None:
+async def test_a_rolled_back_batch_leaves_nothing_in_the_caches(new_database) -> None:
     """The store caches committed facts (users, conversations, group members). A group created
     in a batch whose COMMIT failed must not be known afterwards."""
-    store = await Store.open(tmp_path / "s.sqlite3")
+    store = await Store.open(await new_database())
     try:
         for u in ("alice", "bob", "carol"):
             await store.create_user(u, "x", 0)
         real = store.committer.conn
         store.committer.conn = FailingCommit(real, fail=1)
-        with pytest.raises(sqlite3.OperationalError):
+        with pytest.raises(Exception) as failed:
             await store.create_group("alice", ["bob", "carol"], 0)
+        assert not isinstance(failed.value, ApiError)
         store.committer.conn = real
         await store.create_user("dave", "x", 0)  # a batch that commits: the cache takes what it staged
         with pytest.raises(ApiError) as refused:
             await store.add_message("alice", SendRequest("hi", uuid.uuid4().hex, conversation="g:1"), 0)
         assert refused.value.status == 404, "the group never existed"
-        assert await store.create_group("alice", ["bob", "carol"], 0) == "g:1"
-        ok = await store.add_message("alice", SendRequest("hi", uuid.uuid4().hex, conversation="g:1"), 0)
+        # g:1 again on SQLite; g:2 on PostgreSQL, whose sequences do not roll back.
+        group = await store.create_group("alice", ["bob", "carol"], 0)
+        ok = await store.add_message("alice", SendRequest("hi", uuid.uuid4().hex, conversation=group), 0)
         assert ok.answer["id"] == 1
     finally:
         await store.close()
 
 
-async def test_concurrent_sends_reach_each_log_in_id_order(tmp_path: Path) -> None:
+async def test_concurrent_sends_reach_each_log_in_id_order(new_database) -> None:
     """In-order per conversation under concurrency: message ids are taken in commit order, and
     fan-outs submitted in that order append in that order, whatever the batching."""
-    store = await Store.open(tmp_path / "s.sqlite3")
+    store = await Store.open(await new_database())
     try:
         users = ["alice", "bob", "carol", "dave"]
         for u in users:

@@ -21,6 +21,7 @@ from reference_server.payloads import SendRequest
 from reference_server.queue import GROUP, DeliveryQueue
 from reference_server.redis_link import connect
 from reference_server.store import Item, Page, Store
+from reference_server.store.ops import One, Tx
 
 from .conftest import delete_prefix, wait_until
 
@@ -34,10 +35,10 @@ class Parts:
 
 
 @pytest.fixture
-async def parts(redis_url: str | None, tmp_path: Path) -> AsyncIterator[Parts]:
+async def parts(redis_url: str | None, new_database) -> AsyncIterator[Parts]:  # type: ignore[no-untyped-def]
     prefix = f"chatlab-test-{uuid.uuid4().hex[:12]}"
     config = ServerConfig(redis_url=redis_url, redis_prefix=prefix, queue_max_deliveries=2, queue_poll_ms=50)
-    store = await Store.open(tmp_path / "q.sqlite3")
+    store = await Store.open(await new_database())
     for u in ("alice", "bob"):
         await store.create_user(u, "x", 0)
     redis = connect(redis_url)
@@ -97,8 +98,11 @@ async def test_poison_item_is_dead_lettered_and_its_batch_mates_delivered(parts:
     await parts.queue.ensure_group()
     good = await _message(parts, "fine")
     bogus = {"kind": "bogus"}
-    bogus_id = await parts.store.committer.call(lambda db: db.execute(
-        "INSERT INTO outbox(item, created_at) VALUES (?, 0)", (json.dumps(bogus),)).lastrowid)
+    def insert_bogus() -> Tx[int]:
+        (outbox_id,) = yield One("INSERT INTO outbox(item, created_at) VALUES (?, 0) RETURNING id", json.dumps(bogus))
+        return int(outbox_id)
+
+    bogus_id = await parts.store.committer.call(insert_bogus)
     await parts.queue.publish([Item(bogus_id, bogus), good])
     taken = await parts.queue.read("node-a", 10)                 # delivery 1
     assert len(taken) == 1

@@ -94,10 +94,11 @@ async def test_expired_other_epoch_and_malformed_cursors(make_server, session: a
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_client_survives_dropped_connections(transport: str, server,
+async def test_client_survives_dropped_connections(transport: str, database: str, make_server,
                                                    session: aiohttp.ClientSession) -> None:
     """Messages keep coming while the server cuts every connection twice: the client
-    reconnects by itself and ends with every message once, in order."""
+    reconnects by itself and ends with every message once, in order (SQLite and PostgreSQL)."""
+    server = await make_server(db=database)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as plain:
         api = Api(plain, server.url)  # no keep-alive: the cuts cannot hit the sender
         alice = await api.user("alice")

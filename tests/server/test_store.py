@@ -13,8 +13,8 @@ from reference_server.payloads import SendRequest
 from reference_server.store import Page, Store
 
 
-async def test_cursor_never_skips_under_concurrent_writes(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "s.sqlite3")
+async def test_cursor_never_skips_under_concurrent_writes(new_database) -> None:
+    store = await Store.open(await new_database())
     try:
         for u in ("alice", "bob"):
             await store.create_user(u, "x", 0)
@@ -46,14 +46,15 @@ async def test_cursor_never_skips_under_concurrent_writes(tmp_path: Path) -> Non
         await store.close()
 
 
-async def test_epoch_survives_reopen(tmp_path: Path) -> None:
-    a = await Store.open(tmp_path / "e.sqlite3")
+async def test_epoch_survives_reopen(new_database) -> None:
+    where = await new_database()
+    a = await Store.open(where)
     epoch = a.epoch
     await a.close()
-    b = await Store.open(tmp_path / "e.sqlite3")
+    b = await Store.open(where)
     assert b.epoch == epoch
     await b.close()
-    c = await Store.open(tmp_path / "other.sqlite3")
+    c = await Store.open(await new_database())
     assert c.epoch != epoch, "a new database is a new epoch: old cursors expire"
     await c.close()
 
