@@ -27,6 +27,10 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+#: Whether a statement writes, by its text (the same few statements recur).
+_WRITES: dict[str, bool] = {}
+
+
 class Op:
     """One statement a transaction asks for; its result is the subclass's."""
 
@@ -39,7 +43,14 @@ class Op:
     @property
     def writes(self) -> bool:
         """Whether it can change rows (the committer needs to know if a failing job did)."""
-        return self.sql.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE")
+        w = _WRITES.get(self.sql)
+        if w is None:
+            w = _WRITES[self.sql] = self.sql.lstrip()[:6].upper() in ("INSERT", "UPDATE", "DELETE")
+        return w
+
+    def result(self, cur: Any) -> Any:
+        """The result a transaction receives, from the DB-API cursor that ran it."""
+        return cur.rowcount
 
 
 class One(Op):
@@ -47,11 +58,17 @@ class One(Op):
 
     __slots__ = ()
 
+    def result(self, cur: Any) -> Any:
+        return cur.fetchone()
+
 
 class All(Op):
     """Every row, as a list of tuples."""
 
     __slots__ = ()
+
+    def result(self, cur: Any) -> Any:
+        return cur.fetchall()
 
 
 class Exec(Op):
@@ -90,12 +107,7 @@ def _run_sqlite(conn: Any, op: Op) -> Any:
     if isinstance(op, Many):
         conn.executemany(op.sql, op.args[0])
         return None
-    cur = conn.execute(op.sql, op.args)
-    if isinstance(op, One):
-        return cur.fetchone()
-    if isinstance(op, All):
-        return cur.fetchall()
-    return cur.rowcount
+    return op.result(conn.execute(op.sql, op.args))
 
 
 def drive(tx: Tx[T], conn: Any, ran: Ran | None = None) -> T:
