@@ -20,16 +20,15 @@ refresh, and its first one comes after a random fraction of the interval (as Dis
 delays its first heartbeat), so a reconnect storm does not become a heartbeat storm
 every interval after. The due connections go to Redis in one pipeline.
 
-Transitions of one user are serialised by an asyncio lock per user, which is enough for
-one server process. Several processes would need the check-and-set in a Lua script.
-Every time comes from the injected :class:`~reference_server.clock.Clock`.
+Each transition (a connection arrives; a connection leaves or expires) is one Lua script,
+so the check and the change happen at once in Redis: correct with several server
+processes sharing the keys, not only with one. (The embedded fakeredis runs Lua through
+``lupa``.) Every time comes from the injected :class:`~reference_server.clock.Clock`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
-from collections import defaultdict
 from typing import Awaitable, Callable, cast
 
 import redis.asyncio as aioredis
@@ -40,6 +39,30 @@ from .clock import SYSTEM, Clock
 
 #: Called with (user, "online"|"offline", at_ms) when the announced state changes.
 Announce = Callable[[str, str, int], Awaitable[None]]
+
+#: A connection is alive until ARGV[2]: returns 1 when the user was not announced online.
+#: KEYS: the user's set, the online set. ARGV: connection, expiry (ms), user.
+_ARRIVE = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+local was = redis.call('ZSCORE', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[2], 'GT', ARGV[2], ARGV[3])
+if was then return 0 end
+return 1
+"""
+
+#: Drop the connection ARGV[3] (if any) and every expired one; returns 1 when the user has
+#: none left and was announced online (now it is not). KEYS as above. ARGV: now (ms), user,
+#: connection or ''.
+_SETTLE = """
+if ARGV[3] ~= '' then redis.call('ZREM', KEYS[1], ARGV[3]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if #newest > 0 then
+  redis.call('ZADD', KEYS[2], newest[2], ARGV[2])
+  return 0
+end
+return redis.call('ZREM', KEYS[2], ARGV[2])
+"""
 
 
 class Presence:
@@ -53,7 +76,8 @@ class Presence:
         self._announce = announce
         self.clock = clock
         self._rng = rng or random.Random()
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._arrive = redis.register_script(_ARRIVE)
+        self._settle_script = redis.register_script(_SETTLE)
         self._written: dict[tuple[str, str], int] = {}  # (user, conn) -> expiry last written
         #: This process's WebSockets: conn_id -> (user, when its next heartbeat is due, ms).
         self._local: dict[str, tuple[str, int]] = {}
@@ -70,14 +94,8 @@ class Presence:
         last = self._written.get((user, conn_id))
         if last is not None and expires - last < self.heartbeat_ms and last > now:
             return
-        async with self._locks[user]:
-            async with self.redis.pipeline(transaction=False) as p:
-                p.zadd(self._key(user), {conn_id: expires})
-                p.zscore(self._online, user)
-                p.zadd(self._online, {user: expires}, gt=True)  # GT still adds a new member
-                _, was, _ = await p.execute()
-            if was is None:
-                await self._announce(user, PresenceState.ONLINE.value, now)
+        if await self._arrive(keys=[self._key(user), self._online], args=[conn_id, expires, user]):
+            await self._announce(user, PresenceState.ONLINE.value, now)
         self._written[(user, conn_id)] = expires
 
     async def join(self, user: str, conn_id: str) -> None:
@@ -91,9 +109,7 @@ class Presence:
         """Connection *conn_id* closed; the user goes offline if it was the last one."""
         self._local.pop(conn_id, None)
         self._written.pop((user, conn_id), None)
-        async with self._locks[user]:
-            await self.redis.zrem(self._key(user), conn_id)
-            await self._settle(user)
+        await self._settle(user, conn_id)
 
     async def refresh_local(self) -> int:
         """One heartbeat for each of this process's WebSockets that is due; returns how many."""
@@ -116,16 +132,10 @@ class Presence:
                 self._written[(user, conn_id)] = expires
         return len(due)
 
-    async def _settle(self, user: str) -> None:
-        """Drop expired connections; announce offline if none is left (lock held)."""
+    async def _settle(self, user: str, conn_id: str = "") -> None:
+        """Drop *conn_id* and the expired connections; announce offline if none is left."""
         now = self.clock.wall_ms()
-        key = self._key(user)
-        await self.redis.zremrangebyscore(key, "-inf", now)
-        newest = await self.redis.zrange(key, -1, -1, withscores=True)
-        if newest:
-            await self.redis.zadd(self._online, {user: newest[0][1]})
-            return
-        if await self.redis.zrem(self._online, user):
+        if await self._settle_script(keys=[self._key(user), self._online], args=[now, user, conn_id]):
             await self._announce(user, PresenceState.OFFLINE.value, now)
 
     async def sweep(self) -> int:
@@ -134,8 +144,7 @@ class Presence:
         now = self.clock.wall_ms()
         due = cast("list[str]", await self.redis.zrangebyscore(self._online, "-inf", now))
         for user in due:
-            async with self._locks[user]:
-                await self._settle(user)
+            await self._settle(user)
         stale = [k for k, exp in self._written.items() if exp < now]
         for k in stale:
             self._written.pop(k, None)
