@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default="var", help="directory for the SQLite file (default ./var)")
     parser.add_argument("--db", default=None,
                         help="SQLite file (default <data-dir>/chat.sqlite3), or postgresql://user@host:port/db")
+    parser.add_argument("--server-id", default="",
+                        help="this server's name in a cluster (needs --redis-url and --db postgresql://...)")
     parser.add_argument("--ws-compression", action="store_true",
                         help="offer permessage-deflate on WebSockets (off by default: it costs throughput)")
 
@@ -68,8 +70,12 @@ def run(args: argparse.Namespace) -> int:
     from reference_server.config import ServerConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = ServerConfig(host=args.host, port=port, redis_url=args.redis_url, data_dir=data_dir,
-                          db_path=db, db_url=db_url, ws_compression=bool(args.ws_compression))
+    try:
+        config = ServerConfig(host=args.host, port=port, redis_url=args.redis_url, data_dir=data_dir,
+                              db_path=db, db_url=db_url, server_id=args.server_id,
+                              ws_compression=bool(args.ws_compression))
+    except ValueError as exc:  # ServerConfig's own one-line message: "name=value: expected ..."
+        raise UsageError(f"--{str(exc).replace('_', '-', 1)}") from None
     try:
         asyncio.run(serve_forever(config))
     except OSError as exc:  # port in use, permission denied, unwritable data dir

@@ -37,6 +37,7 @@ from .metrics import Metrics
 from .presence import Presence
 from .queue import DeliveryQueue
 from .redis_link import connect, connect_single
+from .routing import Router
 from .store import Store
 from .tasks import run_every, stop_all
 from .ws_api import ws_handler
@@ -79,7 +80,9 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     hub = Hub()
     queue_redis = connect_single(config.redis_url)
     queue = DeliveryQueue(queue_redis, config.redis_prefix)
-    delivery = DeliveryService(config, store, queue, hub, metrics, clock)
+    push_redis = connect_single(config.redis_url) if config.server_id else None  # blocks reading its stream
+    router = Router(hub, redis, config.redis_prefix, config.server_id, clock, reader=push_redis)
+    delivery = DeliveryService(config, store, queue, hub, metrics, clock, router)
     chat_ref: list[ChatService] = []
 
     async def announce(user: str, status: str, at_ms: int) -> None:
@@ -110,6 +113,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     metrics.collectors.append(collect)
 
     await delivery.start()
+    router.start()
     monitor.start()
     stop = asyncio.Event()
     loops = [asyncio.create_task(run_every(stop, config.presence_sweep_s, presence.sweep, "presence sweep"),
@@ -123,6 +127,9 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     await stop_all(stop, loops)
     await monitor.stop()
     await delivery.stop()
+    await router.stop()
+    if push_redis is not None:
+        await push_redis.aclose()
     await queue_redis.aclose()
     await redis.aclose()
     await store.close()

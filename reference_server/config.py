@@ -27,6 +27,9 @@ class ServerConfig:
     #: ``postgresql://...``: keep everything in this PostgreSQL database instead of SQLite
     #: (several server processes can share it: a cluster).
     db_url: str | None = None
+    #: This process's name in a cluster (several servers behind a load balancer, sharing a
+    #: real Redis and PostgreSQL: routing.py). Empty: one server, everything local.
+    server_id: str = ""
     #: permessage-deflate on WebSockets. Off by default: it costs CPU on every frame.
     ws_compression: bool = False
     #: SQLite ``synchronous``: FULL syncs every group commit, so an ack survives a power loss;
@@ -111,6 +114,11 @@ class ServerConfig:
             ("sqlite_synchronous", self.sqlite_synchronous in ("FULL", "NORMAL"), "expected FULL or NORMAL"),
             ("db_url", self.db_url is None or self.db_url.startswith(("postgresql://", "postgres://")),
              "expected postgresql://user@host:port/database"),
+            ("server_id", self.server_id == "" or (self.server_id.isascii() and self.server_id.isalnum()
+                                                   and len(self.server_id) <= 32),
+             "expected 1-32 letters and digits"),
+            ("server_id", self.server_id == "" or (self.redis_url is not None and self.db_url is not None),
+             "a server in a cluster needs a shared Redis (redis_url) and PostgreSQL (db_url)"),
             ("redis_max_connections", self.redis_max_connections >= 2, "expected >= 2"),
             ("redis_pool_timeout_s", self.redis_pool_timeout_s > 0, "expected > 0"),
             ("admission_max_delivery_lag_ms", self.admission_max_delivery_lag_ms > 0, "expected > 0"),

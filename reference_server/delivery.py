@@ -46,6 +46,7 @@ from .config import ServerConfig
 from .hub import Hub
 from .metrics import Metrics
 from .queue import DeliveryQueue, Entry, GroupLost
+from .routing import Router
 from .store import FanOut, Item, Store
 from .tasks import run_every, sleep_unless, stop_all
 
@@ -57,11 +58,14 @@ MAX_FAN_OUTS = 4
 
 class DeliveryService:
     def __init__(self, config: ServerConfig, store: Store, queue: DeliveryQueue, hub: Hub,
-                 metrics: Metrics, clock: Clock = SYSTEM) -> None:
+                 metrics: Metrics, clock: Clock = SYSTEM, router: Router | None = None) -> None:
         self.config = config
         self.store = store
         self.queue = queue
         self.hub = hub
+        #: Who gets the events of a committed fan-out (this process's hub, and in a cluster
+        #: the other servers holding the recipients' connections).
+        self.router = router if router is not None else Router(hub)
         self.metrics = metrics
         self.clock = clock
         self.consumer = f"node-{uuid.uuid4().hex[:8]}"
@@ -171,8 +175,7 @@ class DeliveryService:
 
     def _delivered(self, entries: list[Entry], items: list[Item], fan: FanOut) -> list[str]:
         """Push a committed fan-out; returns the entries that may be acknowledged."""
-        for user, events in fan.events.items():
-            self.hub.publish(user, events)
+        self.router.publish(fan.events)
         failed = {index for index, _ in fan.failed}
         ok: list[str] = []
         start = 0

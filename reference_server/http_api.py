@@ -93,8 +93,9 @@ async def _user(request: web.Request) -> str:
 
 
 def poll_conn_id(token: str | None) -> str:
-    """Presence identity of a polling client: one per login (token), i.e. per device."""
-    return "t:" + hashlib.sha256((token or "").encode()).hexdigest()[:16]
+    """Presence identity of a polling client: one per login (token), i.e. per device (the
+    router prefixes it with ``t:`` and, in a cluster, the server)."""
+    return hashlib.sha256((token or "").encode()).hexdigest()[:16]
 
 
 # --- handlers ---------------------------------------------------------------------
@@ -155,7 +156,9 @@ async def poll(request: web.Request) -> web.Response:
     user = await _user(request)
     q = _query(request, {"after"})
     after = payloads.parse_cursor(q.get("after"))
-    return json_response(await request.app[CHAT].poll(user, poll_conn_id(token_of(request)), after))
+    chat = request.app[CHAT]
+    conn_id = chat.delivery.router.conn_id("t", poll_conn_id(token_of(request)))
+    return json_response(await chat.poll(user, conn_id, after))
 
 
 async def long_poll(request: web.Request) -> web.Response:
@@ -165,7 +168,8 @@ async def long_poll(request: web.Request) -> web.Response:
     after = payloads.parse_cursor(q.get("after"))
     timeout = payloads.parse_number(q.get("timeout"), "timeout", chat.config.longpoll_default_timeout_s,
                                     0.0, chat.config.longpoll_max_timeout_s)
-    return json_response(await chat.long_poll(user, poll_conn_id(token_of(request)), after, timeout))
+    conn_id = chat.delivery.router.conn_id("t", poll_conn_id(token_of(request)))
+    return json_response(await chat.long_poll(user, conn_id, after, timeout))
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:

@@ -56,7 +56,7 @@ class WsSession:
         self.chat = chat
         self.ws = ws
         self.user = user
-        self.conn_id = "ws:" + uuid.uuid4().hex[:16]
+        self.conn_id = chat.delivery.router.conn_id("ws", uuid.uuid4().hex[:16])
         self.listener: Listener | None = None
         self._transport = transport
         self._tasks: set[asyncio.Task[None]] = set()
