@@ -102,6 +102,7 @@ class Presence:
         """A WebSocket of *user* opened here: online now, kept alive by :meth:`refresh_local`
         until :meth:`leave`."""
         await self.touch(user, conn_id)
+        self._written.pop((user, conn_id), None)  # its heartbeats come from _local, not from touches
         first = int(self.heartbeat_ms * self._rng.uniform(0.5, 1.0))
         self._local[conn_id] = (user, self.clock.wall_ms() + first)
 
@@ -129,7 +130,6 @@ class Presence:
         for conn_id, user in due:
             if conn_id in self._local:  # not closed meanwhile
                 self._local[conn_id] = (user, nxt)
-                self._written[(user, conn_id)] = expires
         return len(due)
 
     async def _settle(self, user: str, conn_id: str = "") -> None:

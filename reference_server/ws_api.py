@@ -59,7 +59,7 @@ class WsSession:
         self.conn_id = chat.delivery.router.conn_id("ws", uuid.uuid4().hex[:16])
         self.listener: Listener | None = None
         self._transport = transport
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] | None = None  # made when a task is (idle sockets have none)
         self._slow: list[bytes] | None = None  # frames waiting for aiohttp's compressor
         self._closing = False
         cfg = chat.config
@@ -88,8 +88,16 @@ class WsSession:
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if self._tasks is not None:
+            self._tasks.discard(task)
+            if not self._tasks:
+                self._tasks = None
 
     # --- main loop ---------------------------------------------------------------
     async def run(self) -> None:
@@ -109,10 +117,11 @@ class WsSession:
             if self.listener is not None:
                 self.chat.hub.detach(self.listener)
             self.sink.close()
-            for task in list(self._tasks):
+            tasks = list(self._tasks or ())
+            for task in tasks:
                 task.cancel()
-            if self._tasks:
-                await asyncio.wait(self._tasks, timeout=2.0)
+            if tasks:
+                await asyncio.wait(tasks, timeout=2.0)
             with contextlib.suppress(Exception):
                 await presence.leave(self.user, self.conn_id)
 
@@ -163,9 +172,12 @@ class WsSession:
         if after_text is not None and not isinstance(after_text, str):
             raise bad_request("after: expected a cursor string or null")
         after: Cursor | None = payloads.parse_cursor(after_text)
-        self.listener = Listener(self.user, self.sink, on_gap=lambda: self._spawn(self._catch_up()))
+        self.listener = Listener(self.user, self.sink, on_gap=self._gap)
         self.chat.hub.attach(self.listener)  # before reading: nothing committed from now on is missed
         self._spawn(self._resume(after))
+
+    def _gap(self) -> None:
+        self._spawn(self._catch_up())
 
     async def _resume(self, after: Cursor | None) -> None:
         """Replay the log after *after*, say ``resumed``, then catch up and go live."""
