@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import orjson
+
 #: The three transports, in the order tables and figures show them.
 TRANSPORTS: tuple[str, ...] = ("short_polling", "long_polling", "websocket")
 
@@ -30,7 +32,17 @@ MAX_MESSAGE_BODY_CHARS = 4000
 
 
 def encode(obj: Any) -> bytes:
-    """Serialise *obj* exactly as it goes on the wire: compact UTF-8 JSON."""
+    """Serialise *obj* exactly as it goes on the wire: compact UTF-8 JSON, the bytes
+    ``json.dumps(obj, separators=(",", ":"), ensure_ascii=False)`` gives, written by orjson
+    (about 20 times faster; the server encodes several envelopes per message). Envelopes hold
+    strings, integers, booleans, nulls, lists and objects, on which the two agree byte for
+    byte (tests/sim/test_chatcore.py); what orjson refuses (integers beyond 64 bits) falls
+    back to the standard library. Floats would differ in exponent notation (``1e-7`` against
+    ``1e-07``): no envelope carries one."""
+    try:
+        return orjson.dumps(obj)
+    except (TypeError, OverflowError):
+        pass
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 

@@ -1,10 +1,11 @@
 """The shared vocabulary: framing sizes, envelope sizes, cursors, states, backoff."""
 
+import json
 import random
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatcore import (Backoff, Cursor, CursorError, MessageState, WireSizes, advance_message_state, encode,
@@ -166,3 +167,23 @@ def test_the_simulation_applies_the_shared_watermark_rule(monkeypatch):
     r = run(Scenario().with_overrides(dict(clients=60, duration_s=30, warmup_s=12, transports="websocket")),
             "websocket")
     assert len(calls) >= len(r.receipts) > 0
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2 ** 63), 2 ** 64 - 1)
+    | st.text(st.characters(blacklist_categories=("Cs",))),  # lone surrogates are not text
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=300, derandomize=True)
+@given(_json_values)
+def test_encode_is_the_standard_librarys_compact_json(obj: object) -> None:
+    """encode() writes with orjson for speed; the bytes must be those of json.dumps with the
+    compact separators and ensure_ascii=False, on every kind of value an envelope holds."""
+    assert encode(obj) == json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def test_encode_falls_back_where_orjson_refuses() -> None:
+    obj = {"big": 2 ** 70, "small": -(2 ** 70)}
+    assert encode(obj) == json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
