@@ -27,9 +27,16 @@ def axis_label(name: str) -> str:
     """``rtt_ms (ms)``: the name and its unit (parameters: from the scenario's metadata)."""
     from sim import Scenario
 
+    unit = unit_of(name)
+    return f"{name} ({unit})" if unit and unit != name else name
+
+
+def unit_of(name: str) -> str:
+    """A parameter's unit from the scenario's metadata, else the metric's."""
+    from sim import Scenario
+
     units = {r["name"]: r["unit"] for r in Scenario.parameter_table()}
-    unit = units.get(name) if name in units else metric_unit(name)
-    return f"{name} ({unit})" if unit else name
+    return units[name] if name in units else metric_unit(name)
 
 
 def plot_metric(data: pd.DataFrame | str | Path, x: str, y: str, hue: str | None = None, col: str | None = None,
@@ -85,6 +92,7 @@ def plot_metric(data: pd.DataFrame | str | Path, x: str, y: str, hue: str | None
     categorical = not pd.api.types.is_numeric_dtype(summ[x]) or pd.api.types.is_bool_dtype(summ[x])
     cats = sorted(summ[x].unique().tolist(), key=_sort_key) if categorical else None
     n_reps = int(summ[f"{y}.n"].max()) if len(summ) else 0
+    gaps = False
     for ax, panel in zip(axes, panels):
         part = summ if panel is None else summ[summ[col] == panel]
         groups = [(None, part)] if hue is None else sorted(part.groupby(hue), key=lambda g: _sort_key(g[0]))
@@ -93,25 +101,37 @@ def plot_metric(data: pd.DataFrame | str | Path, x: str, y: str, hue: str | None
             xs = np.array([cats.index(v) for v in g[x]]) if categorical else g[x].to_numpy(dtype=float)
             mean = g[f"{y}.mean"].to_numpy(dtype=float)
             low, high = g[f"{y}.low"].to_numpy(dtype=float), g[f"{y}.high"].to_numpy(dtype=float)
-            label = None if key is None else (LABELS.get(key, str(key)) if hue == "transport" else f"{hue}={key}")
+            label = None if key is None else (LABELS.get(key, str(key)) if hue == "transport" else str(key))
             color = COLORS.get(key) if hue == "transport" else None
             line, = ax.plot(xs, mean, marker="o", ms=4, lw=1.6, label=label, color=color)
             if np.isfinite(low).any():
                 ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2, lw=0)
+            missing = ~np.isfinite(mean)
+            if missing.any():  # e.g. "never" reconnected: mark it at the top edge rather than leave a gap
+                ax.plot(xs[missing], np.ones(missing.sum()), ls="none", marker="x", ms=8, mew=2,
+                        color=line.get_color(), transform=ax.get_xaxis_transform(), clip_on=False)
+                gaps = True
         if categorical:
             ax.set_xticks(range(len(cats)), [str(c) for c in cats], rotation=20)
         if logx and not categorical:
             ax.set_xscale("log")
+            _plain_log_ticks(ax.xaxis, summ[x].to_numpy(dtype=float))
         if logy:
             ax.set_yscale("log")
+            _plain_log_ticks(ax.yaxis, summ[[f"{y}.low", f"{y}.high", f"{y}.mean"]].to_numpy(dtype=float))
         ax.set_xlabel(axis_label(x))
         ax.grid(True, which="both", alpha=0.3)
         if panel is not None:
-            ax.set_title(f"{col} = {panel}", fontsize=10)
+            unit = unit_of(col)
+            ax.set_title(f"{col} = {panel:g}" if isinstance(panel, float) else f"{col} = {panel}", fontsize=10)
+            if unit and unit != col:
+                ax.set_title(ax.get_title() + f" {unit}", fontsize=10)
     axes[0].set_ylabel(axis_label(y))
     if hue is not None:
         axes[-1].legend(title=hue if hue != "transport" else None, fontsize=8)
     band = f"mean and 95 % CI over {n_reps} replications" if n_reps > 1 else "one replication (no interval)"
+    if gaps:
+        band += "; x at the top: no value in any replication (e.g. never)"
     fixed = ", ".join(f"{k}={v}" for k, v in (where or {}).items())
     fig.suptitle(title or f"{name or 'sweep'}: {y} vs {x}" + (f" ({fixed})" if fixed else "") + f"\n{band}",
                  fontsize=11)
@@ -127,6 +147,18 @@ def save(fig: Figure, base: Path, formats: Sequence[str] = ("png", "svg")) -> li
         fig.savefig(p, dpi=110)
         paths.append(p)
     return paths
+
+
+def _plain_log_ticks(axis, values: np.ndarray) -> None:
+    """Log axes labelled 20, 50, 100 rather than 2 x 10^1 ..."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    v = values[np.isfinite(values) & (values > 0)]
+    axis.set_major_formatter(FuncFormatter(lambda t, _: f"{t:g}"))
+    if v.size and np.log10(v.max() / v.min()) < 1.5:
+        axis.set_minor_formatter(FuncFormatter(lambda t, _: f"{t:g}" if f"{t:g}"[0] in "25" else ""))
+    else:
+        axis.set_minor_formatter(NullFormatter())
 
 
 def _matches(col: pd.Series, value: Any) -> pd.Series:

@@ -119,7 +119,8 @@ class Store:
 
         Without *resume* the directory must hold no rows. With it, the rows there must all
         belong to this sweep's runs (a sweep grown by more replications or points is fine);
-        runs with a row are skipped, failed ones too unless *retry_failed*."""
+        runs with a row are skipped, failed ones too unless *retry_failed*. (With *resume*
+        and nothing there yet, the whole sweep runs.)"""
         given = given or str(self.out)
         if self.out.exists() and not self.out.is_dir():
             raise UsageError(f"--out={given}: exists and is not a directory")
@@ -145,8 +146,6 @@ class Store:
                                  "(the sweep file, --set or the code's parameters changed); choose another --out")
             keep = {rid for rid, st in status.items() if st == "ok" or not retry_failed}
             todo = [r for r in runs if r.run_id not in keep]
-        elif resume and not (self.out / MANIFEST).exists():
-            raise UsageError(f"--resume: {given} holds no sweep to resume")
         self.write_manifest(spec, runs)
         return todo
 
