@@ -53,6 +53,16 @@ TEXT_METRICS: frozenset[str] = frozenset({"deciding_constraint"})
 _IDENTITY = {"transport", "reconnect_policy", "delivery_design", "fault"}
 
 
+def canonical_metric(name: str) -> str:
+    """Accept ``latency_p95_ms`` for ``latency_ms_p95`` (and the receipt and incident latencies),
+    the spelling many write; every other name is returned as given."""
+    for prefix in ("incident_latency", "receipt_latency", "latency"):
+        for k in LATENCY_KEYS:
+            if name == f"{prefix}_{k}_ms":
+                return f"{prefix}_ms_{k}"
+    return name
+
+
 def metric_names(kind: str) -> tuple[str, ...]:
     return {"compare": COMPARE_METRICS, "crash": CRASH_METRICS, "capacity": CAPACITY_METRICS}[kind]
 

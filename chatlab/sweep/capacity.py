@@ -9,18 +9,21 @@ needed for ``U`` users online at the peak are ``ceil(U / capacity)``.
 **One search** (one replication, one seed) looks for the largest client count ``n``
 whose run meets every constraint:
 
-1. a pilot at ``min(1000, n_max)`` clients (fewer if it fails: the count is divided by
-   4 until a run passes; if none does down to ``group_size`` the target is infeasible);
-2. while no run has failed: jump to where the constraints on quantities that grow in
-   proportion to the clients (CPU utilisation, connections, bytes/s, ...) would reach
-   their limits, scaled from the largest passing run (at most 64x, or 2x when no such
-   constraint exists);
-3. bisection of the bracket ``[largest passing, smallest failing]``, the split placed
-   where the first constraint to break crosses its limit by linear interpolation (false
-   position), just below or just above it so that the bracket closes around it; after two
-   moves of the same end it splits at the midpoint instead (the Illinois safeguard), so
-   it never does worse than plain bisection. It stops when the bracket is narrower than
-   ``tolerance`` times its lower end.
+1. a pilot at ``PILOT_CLIENTS`` clients with a ``PILOT_WINDOWS`` times longer window (if it
+   fails, the count is divided by 4 until a run passes; if none does down to
+   ``group_size``, the target is infeasible);
+2. while no run has failed: predict where the constraints on quantities that grow in
+   proportion to the clients (CPU utilisation, connections, bytes/s, ...) reach their
+   limits, scaled from the largest passing run, and probe just below that (at most 64x
+   further; 2x when no such constraint exists); once the prediction is within the
+   tolerance, probe just above the passing count, which closes the bracket if it fails;
+3. bisection of the bracket ``[largest passing, smallest failing]``, the split placed just
+   below where the first proportional constraint to fail crosses its limit by linear
+   interpolation (false position), just above the passing count when that crossing is
+   within the tolerance, and at the midpoint after two moves of the same end (the Illinois
+   safeguard) or when only other constraints (latencies) fail, so it never does worse than
+   plain bisection. It stops when the bracket is narrower than ``tolerance`` times its
+   lower end.
 
 The capacity is the largest passing count. Every probe of one search uses the same seed
 (common random numbers), so the metrics move smoothly with ``n``; replications are
@@ -29,23 +32,23 @@ Student-t interval over them.
 
 **Steady state, quickly.** A probe measures a ``window_s`` window after a warm-up: clients
 start over a ramp long enough that their connects take at most a quarter of the cores
-(polling transports: two connections per client), then ``SETTLE_S`` seconds pass. A
-WebSocket client connects once for the whole run in this model, so a WebSocket probe sets
-``cpu_handshake_ms = 0``: the connect storm at the start belongs to the warm-up and would
-only lengthen it; the steady state has no handshakes either way. ``--verify`` re-runs the
-answer with a window six times longer and the real handshake cost.
+(polling transports: two connections per client), and the window opens ``SETTLE_SHARE``
+ramps (at least ``SETTLE_S``) after it. A WebSocket client connects once for the whole run in
+this model, so a WebSocket probe sets ``cpu_handshake_ms = 0`` (the connect storm at the start
+belongs to the warm-up and would only lengthen it; the steady state has no handshakes either
+way) and ramps over one heartbeat period, so that pings are spread evenly. ``chatlab capacity
+--verify`` re-runs the answer with a window six times longer and the real handshake cost.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UsageError
-from .adapter import COMPARE_METRICS
+from .adapter import COMPARE_METRICS, canonical_metric
 
 #: Quantities that grow in proportion to the number of clients.
 EXTENSIVE = frozenset({
@@ -106,6 +109,7 @@ def parse_slo(text: str, label: str = "--slo") -> tuple[Constraint, ...]:
         if not m:
             raise UsageError(f"{label}={text}: '{part.strip()}' is not METRIC<=NUMBER (or <, >=, >)")
         name, op, num = m.groups()
+        name = canonical_metric(name)
         if name not in COMPARE_METRICS:
             close = difflib.get_close_matches(name, COMPARE_METRICS, n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]}?)" if close else ""
@@ -268,7 +272,3 @@ def _split(lo: Probe, hi: Probe, constraints, tolerance: float, moves: list[str]
     else:
         target = cross * (1 - tolerance / 2)
     return min(max(int(target), lo.clients + 1), hi.clients - 1)
-
-
-def with_seed(base, seed: int):
-    return dataclasses.replace(base, seed=int(seed))

@@ -20,13 +20,11 @@ from matplotlib.figure import Figure
 
 from ..errors import UsageError
 from ..plots import COLORS, LABELS
-from .adapter import metric_unit
+from .adapter import canonical_metric, metric_unit
 
 
 def axis_label(name: str) -> str:
     """``rtt_ms (ms)``: the name and its unit (parameters: from the scenario's metadata)."""
-    from sim import Scenario
-
     unit = unit_of(name)
     return f"{name} ({unit})" if unit and unit != name else name
 
@@ -57,6 +55,7 @@ def plot_metric(data: pd.DataFrame | str | Path, x: str, y: str, hue: str | None
         runs = load_runs(data)
     else:
         runs = data
+    y = canonical_metric(y)
     for label, col_name in (("--x", x), ("--y", y), ("--hue", hue), ("--col", col)):
         if col_name is not None and col_name not in runs.columns:
             raise UsageError(f"{label}={col_name}: not a column of the runs table; columns: " + ", ".join(runs.columns))

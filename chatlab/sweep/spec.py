@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import UsageError
-from .adapter import KINDS, TEXT_METRICS, metric_names
+from .adapter import KINDS, TEXT_METRICS, canonical_metric, metric_names
 
 _TOP_KEYS = ("name", "description", "kind", "seed", "replications", "common_random_numbers", "metrics",
              "policies", "slo", "tolerance", "window_s", "scenario", "base", "grid", "zip", "sample")
@@ -187,6 +187,7 @@ def parse_sweep(data: dict[str, Any], path: Path, overrides: Sequence[str] = (),
     metrics = data.get("metrics", list(known))
     if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
         raise bad("metrics", metrics, "a non-empty list of metric names")
+    metrics = [canonical_metric(m) for m in metrics]
     for m in metrics:
         if m not in known:
             raise bad("metrics", m, f"unknown {kind} metric{_did_you_mean(m, known)}; known: " + ", ".join(known))
