@@ -196,7 +196,7 @@ def _deliver(res: dict[str, Any], on_result, out: Outcome, bar) -> None:
 
 
 def _bar(total: int, desc: str, progress: bool):
-    return tqdm(total=total, desc=desc, unit="run", disable=not progress, dynamic_ncols=True, smoothing=0.1)
+    return tqdm(total=total, desc=desc, unit="run", disable=not progress, smoothing=0.1)
 
 
 def _executor_width(executor: cf.Executor) -> int:
