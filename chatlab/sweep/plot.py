@@ -71,7 +71,10 @@ def plot_metric(data: pd.DataFrame | str | Path, x: str, y: str, hue: str | None
     used = {x, hue, col, "transport"} | set(where or {})
     from .summary import parameter_columns
 
-    varying = [c for c in parameter_columns(runs) if c not in used and runs[c].nunique(dropna=False) > 1]
+    keys = [c for c in (x, hue, col) if c is not None]
+    # a parameter that varies is fine if x, hue and col determine it (e.g. zipped with x)
+    varying = [c for c in parameter_columns(runs) if c not in used and runs[c].nunique(dropna=False) > 1
+               and runs.groupby(keys, dropna=False)[c].nunique(dropna=False).max() > 1]
     if varying:
         c = varying[0]
         vals = ", ".join(map(str, sorted(runs[c].unique().tolist())[:6]))
