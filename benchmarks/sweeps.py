@@ -70,9 +70,12 @@ def _sweep(spec, tmp: Path, **kw) -> float:
 
 
 def sweep_speed(repeat: int) -> dict:
+    import os
+
     from chatlab.sweep.execute import default_jobs
 
     jobs = default_jobs()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         spec = _spec(tmp)
@@ -86,6 +89,7 @@ def sweep_speed(repeat: int) -> dict:
         res["speedup"] = res["serial_s"] / res["parallel_s"]
         res["overhead"] = res["serial_s"] / res["direct_s"] - 1.0
         res["pairs"] = {"direct": direct, "serial": serial, "parallel": parallel}
+        res["load_average"] = [load_before, os.getloadavg()[0]]
         try:
             from dask.distributed import Client, LocalCluster
         except ImportError:
@@ -105,21 +109,26 @@ def sweep_speed(repeat: int) -> dict:
 
 def capacity_50m() -> list[dict]:
     """Wall time of the 50-million-user question, as a user would type it."""
+    import os
     import subprocess
     import sys
 
     rows = []
     for label, extra in (("all transports", []), ("websocket", ["--transport", "websocket"])):
         cmd = [sys.executable, "-m", "chatlab.cli", "capacity", "--users", "50000000", *extra]
+        load = os.getloadavg()[0]
         t0 = time.perf_counter()
         p = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         answer = [line.strip() for line in p.stdout.splitlines() if "servers" in line and "clients each" in line]
-        rows.append({"case": label, "wall_s": wall, "exit": p.returncode, "answer": answer, "target_s": 120.0})
+        rows.append({"case": label, "wall_s": wall, "exit": p.returncode, "answer": answer, "target_s": 120.0,
+                     "load_average_before": load})
     return rows
 
 
 def report(res: dict, cap: list[dict] | None) -> None:
+    print(f"(1-minute load average before / after: {res['load_average'][0]:.1f} / {res['load_average'][1]:.1f} "
+          f"on {res['jobs']} cores: other processes share them, and a speed-up needs idle cores)")
     print(f"40-run sweep, {res['jobs']} processes: {res['parallel_s']:.1f} s vs --jobs 1 {res['serial_s']:.1f} s: "
           f"speed-up {res['speedup']:.2f}x (target >= 1.8: {'met' if res['speedup'] >= 1.8 else 'MISSED'})")
     print(f"per-run overhead: --jobs 1 sweep {res['serial_s']:.2f} s vs the model called directly "
@@ -130,6 +139,7 @@ def report(res: dict, cap: list[dict] | None) -> None:
               f"(speed-up {res['dask_speedup']:.2f}x), {res['dask_with_startup_s']:.1f} s with cluster start-up")
     for r in cap or []:
         print(f"chatlab capacity --users 50000000 ({r['case']}): {r['wall_s']:.0f} s (target < 120 s: "
-              f"{'met' if r['wall_s'] < 120 else 'MISSED'}); exit {r['exit']}")
+              f"{'met' if r['wall_s'] < 120 else 'MISSED'}); exit {r['exit']}; load average before "
+              f"{r['load_average_before']:.1f}")
         for a in r["answer"]:
             print(f"    {a}")

@@ -15,6 +15,8 @@ from .scenario_args import add_scenario_arguments, scenario_from_args
 #: assumption (e.g. 50 M DAU -> 5 M concurrent), not a measurement. docs/SWEEPS.md cites it.
 DEFAULT_CONCURRENCY = 0.10
 
+_COST_RANK = {"websocket": 0, "long_polling": 1, "short_polling": 2}
+
 ASSUMPTIONS = [
     "users are independent across connection servers: the sticky load balancer keeps each user on one server "
     "and the servers share nothing the model limits, so one server's share of the users is simulated alone",
@@ -107,8 +109,11 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--transport={args.transport}: a comma list of distinct names from "
                              + ",".join(TRANSPORTS))
     seeds = [run_seed(base.seed, r) for r in range(reps)]
+    # longest first (WebSocket servers hold the most clients, so their probes cost the most), so
+    # that the cheaper searches fill the cores while the last long ones finish
+    order = sorted(transports, key=lambda t: _COST_RANK.get(t, 0))
     tasks = [((t, r), base.with_overrides({"seed": seeds[r]}), t, args.slo, tol, window, n_max)
-             for t in transports for r in range(reps)]
+             for t in order for r in range(reps)]
     jobs = _jobs(args.jobs, len(tasks))
     results: dict = {}
     out = map_tasks(tasks, lambda res: results.__setitem__(res["run_id"], res), jobs=jobs, fn=_task,

@@ -108,7 +108,7 @@ def run_crash(scenario, transport: str, policy: str | None = None) -> dict[str, 
 
 
 def run_capacity(scenario, transport: str, policy: str | None = None, *, slo: str = "",
-                 tolerance: float = 0.02, window_s: float = 10.0) -> dict[str, Any]:
+                 tolerance: float = 0.02, window_s: float = 5.0) -> dict[str, Any]:
     """One capacity search (one replication: the scenario's seed) on *transport*."""
     from .capacity import parse_slo, search
 

@@ -169,7 +169,7 @@ class SearchResult:
 
 
 def search(base, transport: str, constraints: tuple[Constraint, ...], *, tolerance: float = 0.02,
-           window_s: float = 10.0, n_start: int | None = None, n_max: int = 2_000_000,
+           window_s: float = 5.0, n_start: int | None = None, n_max: int = 2_000_000,
            max_probes: int = 40) -> SearchResult:
     """One search on *base*'s seed (see the module docstring)."""
     import time

@@ -83,7 +83,7 @@ class SweepSpec:
     common_random_numbers: bool = True
     slo: str = ""
     tolerance: float = 0.02
-    window_s: float = 10.0
+    window_s: float = 5.0
     description: str = ""
     source: str = ""
 
@@ -179,7 +179,7 @@ def parse_sweep(data: dict[str, Any], path: Path, overrides: Sequence[str] = (),
     tolerance = data.get("tolerance", 0.02)
     if not isinstance(tolerance, (int, float)) or isinstance(tolerance, bool) or not 0.001 <= tolerance <= 0.5:
         raise bad("tolerance", tolerance, "a number from 0.001 to 0.5 (relative width of the final bracket)")
-    window_s = data.get("window_s", 10.0)
+    window_s = data.get("window_s", 5.0)
     if not isinstance(window_s, (int, float)) or isinstance(window_s, bool) or not 1 <= window_s <= 3600:
         raise bad("window_s", window_s, "a number of seconds from 1 to 3600")
 
