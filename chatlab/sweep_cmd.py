@@ -23,6 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run on a Dask cluster (scheduler address, or local[:N] for a LocalCluster of N processes)")
     p.add_argument("--resume", action="store_true", help="run only the runs DIR does not hold yet")
     p.add_argument("--retry-failed", action="store_true", help="with --resume: run failed runs again too")
+    p.add_argument("--flush", default="1", metavar="S",
+                   help="write finished rows at least every S seconds (default 1; 0: each run at once)")
     p.add_argument("--dry-run", action="store_true", help="print the points and the number of runs; run nothing")
     p.add_argument("--metrics", metavar="A,B", help="(summarize) metrics to show (default: the sweep's)")
     p.add_argument("--csv", metavar="FILE", help="(summarize) also write the summary table to FILE (CSV)")
@@ -50,6 +52,12 @@ def run(args: argparse.Namespace) -> int:
     spec = load_sweep(args.target, args.overrides, reps)
     if args.retry_failed and not args.resume:
         raise UsageError("--retry-failed: only with --resume")
+    try:
+        flush_s = float(args.flush)
+    except ValueError:
+        flush_s = -1.0
+    if not 0 <= flush_s <= 3600:
+        raise UsageError(f"--flush={args.flush}: expected seconds from 0 to 3600")
     runs = plan(spec)
     n_points = len(design_points(spec))
     head = (f"sweep {spec.name} ({spec.kind}): {n_points:,} points x {len(spec.base.transports)} transports x "
@@ -71,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         print(head + (f"; on {args.dask}" if executor is not None else f"; {jobs} local process(es)"), flush=True)
         report = run_sweep(spec, args.out, jobs=jobs, executor=executor, resume=args.resume,
-                           retry_failed=args.retry_failed, progress=sys.stderr.isatty(), given_out=args.out)
+                           retry_failed=args.retry_failed, progress=sys.stderr.isatty(), given_out=args.out,
+                           flush_s=flush_s)
     finally:
         close()
     o = report.outcome

@@ -163,6 +163,9 @@ def map_tasks(tasks: Sequence[tuple], on_result: Callable[[dict[str, Any]], None
                     if queue:
                         submit()
             return out
+        except cf.process.BrokenProcessPool:  # a worker died; submit() says so too
+            out.stopped = "worker died"
+            return out
         except Interrupted as exc:
             out.stopped, out.signum = "interrupted", exc.signum
             return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,11 @@ from .design import plan
 from .execute import Outcome, map_tasks
 from .spec import SweepSpec
 from .store import Store, make_row, provenance, schema
+
+#: Finished rows are written at least this often (seconds), each batch its own part file: a
+#: SIGKILL of the sweep loses at most this much finished work; a Parquet file per run would cost
+#: about 3 ms each, 1-2 % of a small run.
+FLUSH_S = 1.0
 
 
 @dataclass
@@ -28,9 +34,10 @@ class SweepReport:
 
 def run_sweep(spec: SweepSpec, out: str | Path, *, jobs: int = 1, executor: cf.Executor | None = None,
               resume: bool = False, retry_failed: bool = False, progress: bool = False,
-              given_out: str | None = None) -> SweepReport:
-    """Run every run of *spec* that *out* does not hold yet; each finished run is written to
-    ``out/runs`` at once. Returns when all ran or on an interruption (the report says which).
+              given_out: str | None = None, flush_s: float = FLUSH_S) -> SweepReport:
+    """Run every run of *spec* that *out* does not hold yet; finished runs are written to
+    ``out/runs`` within *flush_s* seconds (0: each at once), and at once when the sweep stops. Returns when all
+    ran or on an interruption (the report says which).
 
     *jobs* > 1 uses a local process pool; *executor* (e.g. a Dask client's
     ``get_executor()``) replaces it. Rows are the same whatever runs them."""
@@ -42,12 +49,24 @@ def run_sweep(spec: SweepSpec, out: str | Path, *, jobs: int = 1, executor: cf.E
     prov = provenance()
     options = spec.run_options()
 
+    buffer: list[dict] = []
+    last = [time.monotonic()]
+
+    def flush() -> None:
+        if buffer:
+            store.append(buffer, sch)
+            buffer.clear()
+        last[0] = time.monotonic()
+
     def on_result(res) -> None:
-        store.append([make_row(by_id[res["run_id"]], spec, res, prov)], sch)
+        buffer.append(make_row(by_id[res["run_id"]], spec, res, prov))
+        if time.monotonic() - last[0] >= flush_s:
+            flush()
 
     try:
         outcome = map_tasks([r.task(spec.kind, options) for r in todo], on_result, jobs=jobs, executor=executor,
                             progress=progress, desc=spec.name)
     finally:
+        flush()
         store.compact()
     return SweepReport(planned=len(runs), already=len(runs) - len(todo), outcome=outcome, out=Path(out))

@@ -5,10 +5,11 @@ Layout of ``--out DIR``::
     DIR/sweep.json          what was planned: the sweep, its runs' ids, the columns, provenance
     DIR/runs/part-*.parquet the rows: one tidy row per finished run, all parts one schema
 
-Each finished run is written at once as its own part file: written under a
-hidden temporary name, then renamed (``os.replace`` is atomic), so a sweep
-killed at any instant, even by SIGKILL in the middle of a write, leaves only
-whole part files; the reader ignores the hidden names. When a sweep stops (done
+Finished runs are written in small batches (at least every second, see
+``run.FLUSH_S``), each batch its own part file: written under a hidden
+temporary name, then renamed (``os.replace`` is atomic), so a sweep killed at
+any instant, even by SIGKILL in the middle of a write, leaves only whole part
+files; the reader ignores the hidden names. When a sweep stops (done
 or interrupted) its parts are compacted into one file the same way. Readers
 take the directory as one dataset and drop any duplicate ``run_id`` (a kill
 between a compaction's rename and its clean-up leaves one).

@@ -21,7 +21,7 @@ metrics = ["latency_ms_p95", "requests_per_s"]
 rtt_ms = [20, 100, 300]
 poll_interval_s = [1, 4]
 """)
-    run_sweep(load_sweep(f), d / "out", jobs=1)
+    run_sweep(load_sweep(f), d / "out", jobs=2)
     return d / "out"
 
 

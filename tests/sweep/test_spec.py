@@ -59,6 +59,7 @@ def test_base_seed_is_refused(tmp_path):
     (["--set", "seed=4"], "--set seed=4: the sweep's seed is the file's top-level seed"),
     (["--replications", "0"], "--replications=0: expected a whole number from 1 to 10000"),
     (["--jobs", "x"], "--jobs=x"),
+    (["--flush", "-1"], "--flush=-1: expected seconds from 0 to 3600"),
     ([], "--out: required"),
 ])
 def test_bad_command_line(tiny_sweep, capsys, args, message):
