@@ -354,7 +354,7 @@ def _expand(label: str, spec: Any, base, name: str, bad) -> list[Any]:
     xs = np.geomspace(start, stop, num) if scale == "log" else np.linspace(start, stop, num)
     if isinstance(getattr(base, name, None), int) and not isinstance(getattr(base, name), bool):
         return [int(round(x)) for x in xs]
-    return [float(x) for x in xs]
+    return [float(f"{x:.12g}") for x in xs]  # 20, not 20.000000000000004: readable, and exact in --set
 
 
 def _sample(spec: Any, base, bad) -> Sample | None:
