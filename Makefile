@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test test-fast typecheck bench services serve calibrate validate clean
+.PHONY: demo test test-fast typecheck bench services serve calibrate validate sweep-examples clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,27 @@ calibrate: $(VENV)/.installed
 
 validate: $(VENV)/.installed
 	$(BIN)/chatlab validate --repeat 3 --out data
+
+# The example sweeps of docs/SWEEPS.md and their figures in docs/sweeps/ (about 20 min on 2 cores).
+# Interrupted? Run it again: --resume finishes each sweep where it stopped.
+SWEEPS := out/sweeps
+sweep-examples: $(VENV)/.installed
+	$(BIN)/chatlab sweep data/sweeps/longpoll_vs_websocket.toml --out $(SWEEPS)/lp-vs-ws --resume
+	$(BIN)/chatlab plot $(SWEEPS)/lp-vs-ws --x rtt_ms --y latency_ms_p95 --col msg_rate_per_min --logx --logy \
+		--out docs/sweeps/longpoll-vs-websocket --format png
+	$(BIN)/chatlab sweep data/sweeps/short_poll_interval.toml --out $(SWEEPS)/poll-interval --resume
+	$(BIN)/chatlab plot $(SWEEPS)/poll-interval --x poll_interval_s --y latency_ms_p95 --logx --logy \
+		--out docs/sweeps/poll-interval-latency --format png
+	$(BIN)/chatlab plot $(SWEEPS)/poll-interval --x poll_interval_s --y requests_per_s --logx --logy \
+		--out docs/sweeps/poll-interval-requests --format png
+	$(BIN)/chatlab sweep data/sweeps/backoff_storm.toml --out $(SWEEPS)/backoff --resume
+	$(BIN)/chatlab plot $(SWEEPS)/backoff --x clients --y time_to_reconnect_all_s --hue reconnect_policy --logx \
+		--out docs/sweeps/backoff-time-to-reconnect --format png
+	$(BIN)/chatlab plot $(SWEEPS)/backoff --x clients --y reconnect_peak_per_s --hue reconnect_policy --logx --logy \
+		--out docs/sweeps/backoff-reconnect-peak --format png
+	$(BIN)/chatlab sweep data/sweeps/capacity_msg_rate.toml --out $(SWEEPS)/capacity --resume
+	$(BIN)/chatlab plot $(SWEEPS)/capacity --x msg_rate_per_min --y capacity_clients --logx --logy \
+		--out docs/sweeps/capacity-vs-message-rate --format png
 
 clean:
 	rm -rf $(VENV) .pytest_cache out

@@ -1,5 +1,7 @@
 """``make bench``: how fast the model simulates, measured against a bare SimPy loop.
 
+Sweeps and capacity planning: see ``benchmarks/sweeps.py`` (``--only sweeps``).
+
 For each transport: simulated requests per wall second of the full model, and
 of bare SimPy loops that do the minimum events one request of each kind needs
 (see ``KIND_OF_CLASS``), run on the same mix of request kinds in the same
@@ -14,7 +16,7 @@ default `chatlab compare` scenario (target < 30 s), of 10,000 clients for
 
 Every timing is the median of ``--repeat`` runs (the machine is shared and noisy).
 
-    python -m benchmarks [--repeat 3] [--skip-large] [--json FILE]
+    python -m benchmarks [--repeat 3] [--skip-large] [--only model|sweeps] [--json FILE]
 """
 
 from __future__ import annotations
@@ -194,11 +196,31 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--skip-large", action="store_true", help="skip the 10,000-client case")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--only", choices=("model", "sweeps"), help="run one part: the model's speed, or the sweep "
+                    "machinery and chatlab capacity (benchmarks/sweeps.py)")
     a = ap.parse_args(argv)
     meta = {"python": platform.python_version(), "simpy": simpy.__version__, "machine": platform.machine(),
             "processor": platform.processor(), "cores": default_jobs(99)}
-    print(f"# model speed   (median of {a.repeat}; Python {meta['python']}, SimPy {meta['simpy']}, "
-          f"{meta['cores']} cores)")
+    rows = runs = crash = sweeps = capacity = None
+    if a.only != "sweeps":
+        rows, runs, crash = model_speed(a)
+    if a.only != "model":
+        from .sweeps import capacity_50m, report, sweep_speed
+
+        print(f"\n# sweep machinery   (median of {a.repeat})")
+        sweeps = sweep_speed(a.repeat)
+        capacity = None if a.skip_large else capacity_50m()
+        report(sweeps, capacity)
+    if a.json:
+        with open(a.json, "w", encoding="utf-8") as f:
+            json.dump({"meta": meta, "per_request": rows, "runs": runs, "crash": crash, "sweeps": sweeps,
+                       "capacity": capacity}, f, indent=2)
+    return 0
+
+
+def model_speed(a):
+    print(f"# model speed   (median of {a.repeat}; Python {platform.python_version()}, SimPy {simpy.__version__}, "
+          f"{default_jobs(99)} cores)")
     rows = per_request(a.repeat)
     print(f"{'transport':<15}{'model req/s':>14}{'bare req/s':>14}{'cost ratio':>12}   (target <= 2.0)"
           f"{'bare, model CPU':>18}{'ratio':>8}")
@@ -217,10 +239,7 @@ def main(argv=None) -> int:
         crash = crash_runs()
         per = ", ".join(f"{k} {v:.1f} s" for k, v in crash["wall_s_per_transport"].items())
         print(f"{crash['case']}: {crash['wall_s']:.1f} s wall; each: {per}")
-    if a.json:
-        with open(a.json, "w", encoding="utf-8") as f:
-            json.dump({"meta": meta, "per_request": rows, "runs": runs, "crash": crash}, f, indent=2)
-    return 0
+    return rows, runs, crash
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ from .errors import UsageError
 COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("chatlab.compare_cmd", "simulate short polling, long polling and WebSockets on one workload"),
     "crash": ("chatlab.crash_cmd", "simulate a server crash, partition or delivery outage and the reconnect storm"),
+    "sweep": ("chatlab.sweep_cmd", "run a parameter sweep file into tidy Parquet rows; `sweep summarize DIR` for a table"),
+    "plot": ("chatlab.plot_cmd", "plot a sweep's metric against a parameter, one line per value of another, with CIs"),
+    "capacity": ("chatlab.capacity_cmd", "find how many clients one connection server holds within an SLO, and servers needed"),
     "loadgen": ("chatlab.loadgen_cmd", "drive a reference server process with real clients and measure it"),
     "calibrate": ("chatlab.calibrate_cmd", "measure the server's CPU per operation and header sizes into a scenario file"),
     "validate": ("chatlab.validate_cmd", "compare the simulation with load-generator measurements, per transport and load"),
