@@ -8,6 +8,7 @@ import json
 import math
 import sys
 import time
+from typing import Any
 
 from .errors import UsageError
 from .scenario_args import add_scenario_arguments, scenario_from_args
@@ -178,7 +179,7 @@ def _answer(transport: str, res: list, users: int | None, conc: float) -> dict:
 def _verify_summary(rows: list[dict], constraints, n: int, window: float) -> dict:
     from .sweep.summary import mean_ci
 
-    out = {"clients": n, "window_s": window, "metrics": {}}
+    out: dict[str, Any] = {"clients": n, "window_s": window, "metrics": {}}
     for c in constraints:
         mean, _, half, k = mean_ci([r.get(c.metric) for r in rows])
         out["metrics"][c.metric] = {"mean": mean, "ci95": half, "ok": c.ok(mean), "constraint": str(c)}

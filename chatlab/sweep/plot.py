@@ -99,13 +99,18 @@ def plot_metric(data: pd.DataFrame | str | Path, x: str, y: str, hue: str | None
         part = summ if panel is None else summ[summ[col] == panel]
         groups = [(None, part)] if hue is None else sorted(part.groupby(hue), key=lambda g: _sort_key(g[0]))
         for key, g in groups:
-            g = g.sort_values(x, key=(lambda s: s.map(cats.index)) if categorical else None)
-            xs = np.array([cats.index(v) for v in g[x]]) if categorical else g[x].to_numpy(dtype=float)
+            if cats is not None:
+                order = cats
+                g = g.sort_values(x, key=lambda s: s.map(order.index))
+                xs = np.array([order.index(v) for v in g[x]])
+            else:
+                g = g.sort_values(x)
+                xs = g[x].to_numpy(dtype=float)
             mean = g[f"{y}.mean"].to_numpy(dtype=float)
             low, high = g[f"{y}.low"].to_numpy(dtype=float), g[f"{y}.high"].to_numpy(dtype=float)
-            label = None if key is None else (LABELS.get(key, str(key)) if hue == "transport" else str(key))
-            color = COLORS.get(key) if hue == "transport" else None
-            line, = ax.plot(xs, mean, marker="o", ms=4, lw=1.6, label=label, color=color)
+            line_label = None if key is None else (LABELS.get(str(key), str(key)) if hue == "transport" else str(key))
+            color = COLORS.get(str(key)) if hue == "transport" else None
+            line, = ax.plot(xs, mean, marker="o", ms=4, lw=1.6, label=line_label, color=color)
             if np.isfinite(low).any():
                 ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.2, lw=0)
             missing = ~np.isfinite(mean)
@@ -113,7 +118,7 @@ def plot_metric(data: pd.DataFrame | str | Path, x: str, y: str, hue: str | None
                 ax.plot(xs[missing], np.ones(missing.sum()), ls="none", marker="x", ms=8, mew=2,
                         color=line.get_color(), transform=ax.get_xaxis_transform(), clip_on=False)
                 gaps = True
-        if categorical:
+        if cats is not None:
             ax.set_xticks(range(len(cats)), [str(c) for c in cats], rotation=20)
         if logx and not categorical:
             ax.set_xscale("log")
@@ -123,7 +128,7 @@ def plot_metric(data: pd.DataFrame | str | Path, x: str, y: str, hue: str | None
             _plain_log_ticks(ax.yaxis, summ[[f"{y}.low", f"{y}.high", f"{y}.mean"]].to_numpy(dtype=float))
         ax.set_xlabel(axis_label(x))
         ax.grid(True, which="both", alpha=0.3)
-        if panel is not None:
+        if panel is not None and col is not None:
             unit = unit_of(col)
             ax.set_title(f"{col} = {panel:g}" if isinstance(panel, float) else f"{col} = {panel}", fontsize=10)
             if unit and unit != col:

@@ -235,7 +235,7 @@ def parse_sweep(data: dict[str, Any], path: Path, overrides: Sequence[str] = (),
                 raise bad("policies", policies, "a list of distinct names from " + ", ".join(POLICIES))
             if "reconnect_policy" in axis_names:
                 raise bad("policies", policies, "give the policies either here or as a reconnect_policy axis")
-            axes = (*axes, Axis(("reconnect_policy",), tuple((p,) for p in policies)))
+            axes = [*axes, Axis(("reconnect_policy",), tuple((p,) for p in policies))]
     if kind == "capacity" and ("clients" in axis_names or "clients" in dict(parse_assignment(o) for o in overrides)):
         raise bad("clients", "(axis or --set)", "not for kind = \"capacity\": the search chooses clients")
 
@@ -371,7 +371,7 @@ def _sample(spec: Any, base, bad) -> Sample | None:
     if method not in ("random", "lhs"):
         raise bad("sample.method", method, "random or lhs (Latin hypercube)")
     count = spec.get("count")
-    if not _is_int(count) or not 1 <= count <= 100_000:
+    if not isinstance(count, int) or not _is_int(count) or not 1 <= count <= 100_000:
         raise bad("sample.count", count, "an integer from 1 to 100000")
     bounds = spec.get("bounds")
     if not isinstance(bounds, dict) or not bounds:

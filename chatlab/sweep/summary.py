@@ -30,7 +30,7 @@ def t_quantile(dof: int, level: float = 0.95) -> float:
     return float(t.ppf(1.0 - (1.0 - level) / 2.0, dof))
 
 
-def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float, int]:
+def mean_ci(values: Sequence[float | None], level: float = 0.95) -> tuple[float, float, float, int]:
     """Mean, standard deviation, confidence half-width and count of the finite *values*."""
     x = np.asarray([v for v in values if v is not None], dtype=float)
     x = x[np.isfinite(x)]
@@ -51,19 +51,22 @@ def summarize(runs: pd.DataFrame | str | Path, metrics: Sequence[str] | None = N
     from .store import Store, load_runs
 
     axes: list[str] = []
-    if not isinstance(runs, pd.DataFrame):
+    if isinstance(runs, pd.DataFrame):
+        table = runs
+    else:
         man = Store(runs).manifest()
         axes = [a for a in man.get("axes", [])]
-        runs = load_runs(runs)
+        table = load_runs(runs)
         if metrics is None:
             metrics = man["metrics"]
+    runs = table
     if metrics is None:
-        metrics = numeric_metrics(runs)
-    metrics = [m for m in metrics if m in runs.columns and _numeric(runs[m])]
+        metrics = numeric_metrics(table)
+    metrics = [m for m in metrics if m in table.columns and _numeric(table[m])]
     keys = ["point", "transport"]
-    varying = axes or [c for c in parameter_columns(runs) if runs[c].nunique(dropna=False) > 1]
+    varying = axes or [c for c in parameter_columns(table) if table[c].nunique(dropna=False) > 1]
     rows = []
-    for (point, transport), g in runs.groupby(keys, sort=True):
+    for (point, transport), g in table.groupby(keys, sort=True):
         row: dict = {"point": point, "transport": transport}
         for c in varying:
             if c in g.columns:
@@ -72,7 +75,7 @@ def summarize(runs: pd.DataFrame | str | Path, metrics: Sequence[str] | None = N
         row["replications"] = len(ok)
         row["failed"] = len(g) - len(ok)
         for m in metrics:
-            mean, sd, half, n = mean_ci(ok[m].to_numpy(dtype=float), level)
+            mean, sd, half, n = mean_ci(ok[m].to_numpy(dtype=float).tolist(), level)
             row.update({f"{m}.mean": mean, f"{m}.std": sd, f"{m}.ci95": half, f"{m}.n": n})
         rows.append(row)
     return pd.DataFrame(rows)
