@@ -34,15 +34,16 @@ COMPARE_METRICS: tuple[str, ...] = (
     "messages_sent", "messages_delivered", "deliveries",
 )
 
-#: Summary columns of one ``sim.crash.run_crash`` (``chatlab crash``).
+#: Summary columns of one ``sim.crash.run_crash`` (``chatlab crash``): the incident's, then
+#: (one model) every column a compare run has.
 CRASH_METRICS: tuple[str, ...] = (
     "affected_clients", "reconnect_peak_per_s", "time_to_reconnect_all_s", "clients_not_reconnected",
     "connect_attempts", "connects_rejected", "connects_timed_out", "wasted_connects", "survivor_cpu_peak",
     "messages_expected_deliveries", "messages_lost", "messages_lost_in_memory", "messages_lost_to_dead_server",
-    "messages_undelivered_unacked", "messages_duplicated", "messages_recovered", "messages_resent",
-    "resends_deduplicated", "replay_bytes", "presence_flaps", "presence_flaps_per_affected_user",
+    "messages_held_for_offline", "messages_undelivered_unacked", "messages_duplicated", "messages_recovered",
+    "messages_resent", "resends_deduplicated", "replay_bytes", "presence_flaps", "presence_flaps_per_affected_user",
     *(f"incident_latency_ms_{k}" for k in LATENCY_KEYS), "incident_start_s", "incident_end_s",
-    "p99_incident_latency_ms",
+    "p99_incident_latency_ms", *COMPARE_METRICS,
 )
 
 #: What one capacity search (``chatlab capacity``, one replication) returns.

@@ -103,7 +103,7 @@ def test_orphaned_workers_exit_after_sigkill(tmp_path):
     _wait_for_parts(out, 1, proc)
     workers = _children(proc.pid)
     proc.kill()
-    proc.wait(timeout=10)
+    proc.communicate(timeout=10)  # reaps it and closes its pipes
     deadline = time.monotonic() + 10
     while any(Path(f"/proc/{w}").exists() and "Z" not in _state(w) for w in workers):
         assert time.monotonic() < deadline, "pool workers outlived their killed parent"
