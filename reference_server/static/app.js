@@ -138,7 +138,11 @@ function deliver(events, cursor) {
     if (state.seen.has(ev.cursor)) continue;   // a duplicate, replayed after a reconnect
     state.seen.add(ev.cursor);
     if (state.seen.size > 10000) state.seen.delete(state.seen.values().next().value);
-    if (ev.type === 'message') onMessage(ev);
+    if (ev.type === 'message') {
+      onMessage(ev);
+      // Presence is by participation: the sender's first message is what lets us see it.
+      if ((state.presence.get(ev.sender) ?? 'unknown') === 'unknown') refreshPresence([ev.sender]);
+    }
     else if (ev.type === 'receipt') onReceipt(ev);
     else if (ev.type === 'presence') setPresence(ev.user, ev.status);
   }
@@ -296,13 +300,12 @@ async function loadHistory(conv) {
   sendReceipts();
 }
 
-// One request per user: the server answers 404 for the whole list if one name does not exist.
+// 'online', 'offline', or 'unknown' for someone who has not written to us (or does not exist).
 function refreshPresence(users) {
-  for (const user of users) {
-    api.get(`/api/presence?users=${user}`)
-      .then((data) => setPresence(user, data.presence[user]))   // {presence: {user: status}}
-      .catch(() => {});   // no such user (yet): the dot stays grey
-  }
+  if (!users.length) return;
+  api.get(`/api/presence?users=${users.join(',')}`)
+    .then((data) => { for (const user of users) setPresence(user, data.presence[user]); })
+    .catch(() => {});   // the dots stay as they are
 }
 
 function setPresence(user, status) {
