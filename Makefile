@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 export PYTHONASYNCIODEBUG ?= 0
 
-.PHONY: demo test test-fast bench services serve calibrate validate clean
+.PHONY: demo test test-fast bench bench-server node-packages services serve calibrate validate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ demo: $(VENV)/.installed
 services:
 	bash tools/ensure-services.sh
 
-test: $(VENV)/.installed-dev services
+test: $(VENV)/.installed-dev services node-packages
 	CHATLAB_SMALL=1 $(BIN)/python -W error::RuntimeWarning -m pytest -q --nbmake tests notebooks
 
 test-fast: $(VENV)/.installed-dev
@@ -35,6 +35,20 @@ test-fast: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m benchmarks
+
+# The server benchmark's Node.js side (Socket.IO 4.8, socket.io-client, ws) from the committed
+# lock file; offline once installed. Without npm it says so and `make test` skips that one test.
+NODE_DIR := benchmarks/server
+$(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "node-packages: npm not found; make bench-server needs Node.js 20 and npm" >&2; fi
+
+node-packages: $(NODE_DIR)/node_modules/.installed
+
+# Side-by-side server throughput (docs/PERFORMANCE.md); a few minutes. ARGS="--quick" for a faster look.
+bench-server: $(VENV)/.installed services node-packages
+	$(BIN)/python -m benchmarks.server $(ARGS)
 
 serve: $(VENV)/.installed
 	$(BIN)/chatlab serve
