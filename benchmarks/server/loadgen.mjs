@@ -71,9 +71,10 @@ function schedule(nClients, rate, durationS, seed) {
 // --- /proc of the server ----------------------------------------------------------------
 const TICKS = 100; // USER_HZ on Linux
 const PAGE = 4096;
-function serverCpu() {
+function serverCpu(pid = cfg.server_pid) {
+  if (!pid) return NaN;
   try {
-    const text = fs.readFileSync(`/proc/${cfg.server_pid}/stat`, "utf8");
+    const text = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
     const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
     return (Number(f[11]) + Number(f[12])) / TICKS;
   } catch { return NaN; }
@@ -378,13 +379,14 @@ async function runLevel() {
   tally.window = [w0, w1];
   const lag = new LagProbe(5);
   let cpuLg0 = null, wallLg0 = 0, srvCpu0 = NaN, srvCpu1 = NaN, cpuLg = null, rss1 = NaN, ticks0 = {}, ticks1 = {};
+  let redisCpu0 = NaN, redisCpu1 = NaN;  // the real Redis behind the server, when there is one
   let rssPeak = serverRss();
   const rssTimer = setInterval(() => { const r = serverRss(); if (r > rssPeak) rssPeak = r; }, 1000);
   const atW0 = setTimeout(() => {
-    srvCpu0 = serverCpu(); cpuLg0 = process.cpuUsage(); wallLg0 = now(); ticks0 = cpuTicks(); lag.enable();
+    srvCpu0 = serverCpu(); redisCpu0 = serverCpu(cfg.redis_pid); cpuLg0 = process.cpuUsage(); wallLg0 = now(); ticks0 = cpuTicks(); lag.enable();
   }, w0 - now());
   const atW1 = setTimeout(() => {
-    srvCpu1 = serverCpu(); ticks1 = cpuTicks(); rss1 = serverRss(); lag.disable(); cpuLg = process.cpuUsage(cpuLg0);
+    srvCpu1 = serverCpu(); redisCpu1 = serverCpu(cfg.redis_pid); ticks1 = cpuTicks(); rss1 = serverRss(); lag.disable(); cpuLg = process.cpuUsage(cpuLg0);
     cpuLg.wall = now() - wallLg0;
   }, w1 - now());
 
@@ -468,6 +470,7 @@ async function runLevel() {
     server_cpu_utilization: (srvCpu1 - srvCpu0) / W,
     server_cpu_ms_per_delivered: delW ? (srvCpu1 - srvCpu0) * 1000 / delW : null,
     server_rss_bytes: rss1, server_rss_peak_bytes: rssPeak,
+    redis_cpu_utilization: cfg.redis_pid ? (redisCpu1 - redisCpu0) / W : null,
     // Busy fraction of each pinned CPU over the window, and the part of it that was not ours.
     cpu_busy: { server_cpu: cpuBusy(ticks0, ticks1, cfg.server_cpu ?? "0"), loadgen_cpu: cpuBusy(ticks0, ticks1, cfg.loadgen_cpu ?? "1") },
     loadgen: {

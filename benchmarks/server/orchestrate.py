@@ -23,10 +23,11 @@ from typing import Any, Callable
 
 from .procs import LOADGEN_CPU, SERVER_CPU, Child, ChildFailed, pinning_available, raise_nofile, rss_bytes, \
     stop_all, wait_quiet
-from .targets import NODE_DIR, TARGETS, Running, Target, create_accounts, held_long_polls, redis_answers, start, \
-    user_names
+from .targets import NODE_DIR, TARGETS, Running, Target, create_accounts, delete_prefix, held_long_polls, \
+    redis_answers, redis_pid, start, user_names
 
 LOADGEN = NODE_DIR / "loadgen.mjs"
+TMP_PREFIX = "chatlab-bench-server-"
 SERVER_KEYS = tuple(TARGETS)
 
 
@@ -103,7 +104,8 @@ class Bench:
     def __init__(self, cfg: BenchConfig, log: Log = print) -> None:
         self.cfg = cfg
         self.log = log
-        self.tmp = Path(tempfile.mkdtemp(prefix="chatlab-bench-server-"))
+        self.tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX))
+        (self.tmp / "owner.pid").write_text(str(os.getpid()))
         self.n_runs = 0
         self.redis_version: str | None = None
 
@@ -151,7 +153,8 @@ class Bench:
                   "rate": rate, "warmup_s": cfg.warmup_s, "measure_s": cfg.measure_s, "drain_s": cfg.drain_s,
                   "seed": cfg.seed, "payload_bytes": cfg.payload_bytes, "server_pid": srv.pid,
                   "connect_concurrency": cfg.connect_concurrency, "connect_timeout_s": 120,
-                  "longpoll_timeout_s": 20, "server_cpu": SERVER_CPU, "loadgen_cpu": LOADGEN_CPU}
+                  "longpoll_timeout_s": 20, "server_cpu": SERVER_CPU, "loadgen_cpu": LOADGEN_CPU,
+                  "redis_pid": await redis_pid(cfg.redis_url) if target.redis else None}
             budget = 120 + cfg.warmup_s + cfg.measure_s + cfg.drain_s + 30
             res = await self._run_loadgen(lg, budget)
             res.update({"server": target.key, "accounts_setup_s": setup_s, "server_rss_idle_bytes": rss_idle,
@@ -335,6 +338,24 @@ def check_node() -> None:
                               f"`make node-packages` (npm ci in {NODE_DIR})")
 
 
+async def remove_stale(log: Log) -> None:
+    """Scratch directories (and real-Redis keys) of earlier runs that were killed (SIGKILL
+    leaves no chance to clean up): those whose owner process no longer exists."""
+    for d in Path(tempfile.gettempdir()).glob(TMP_PREFIX + "*"):
+        try:
+            owner = int((d / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue
+        if Path(f"/proc/{owner}").exists():
+            continue
+        for f in d.glob("*/redis_prefix"):
+            with contextlib.suppress(Exception):
+                url, prefix = f.read_text().split()
+                n = await delete_prefix(url, prefix)
+                log(f"removed {n} Redis keys under {prefix} left by a killed run")
+        shutil.rmtree(d, ignore_errors=True)
+
+
 async def run_all(cfg: BenchConfig, log: Log = print) -> dict[str, Any]:
     """Run *cfg*; returns ``{"config", "environment", "results", "started_at"}``. Every child is
     stopped before it returns or raises (also on cancellation: Ctrl-C)."""
@@ -342,6 +363,7 @@ async def run_all(cfg: BenchConfig, log: Log = print) -> dict[str, Any]:
     if not pinning_available():
         raise ChildFailed("taskset and CPUs 0 and 1 are needed to pin the server and the load generator")
     raise_nofile(65536)
+    await remove_stale(log)
     bench = Bench(cfg, log)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     try:

@@ -33,11 +33,16 @@ def _ms(x: float | None) -> str:
     return f"{x:,.0f}" if x >= 10 else f"{x:.1f}"
 
 
-def _p99(r: dict[str, Any]) -> str:
+def _lat(r: dict[str, Any], key: str) -> str:
+    """A latency quantile; "> drain" when that quantile of the window's sends never arrived."""
     lat = r["latency_ms"]
-    if lat["p99"] is None:
+    if lat[key] is None:
         return "> drain" if lat["n"] else "–"
-    return _ms(lat["p99"])
+    return _ms(lat[key])
+
+
+def _p99(r: dict[str, Any]) -> str:
+    return _lat(r, "p99")
 
 
 def _flags(r: dict[str, Any]) -> str:
@@ -108,8 +113,10 @@ def detail_table(rows: list[dict[str, Any]]) -> Table:
         others = r.get("others_on_cpu") or {}
         refused = ", ".join(f"{k} {v}" for k, v in sorted((r.get("refused") or {}).items())) or "0"
         body.append([SHORT[r["server"]], _n(r["offered_per_s"]) + _flags(r), _n(r["acked_per_s"]),
-                     _n(r["delivered_per_s"]), _ms(lat["p50"]), _p99(r), _ms(lat["max"]), refused, f"{r['lost']:,}",
-                     f"{r['unanswered']:,}", _pct(r["server_cpu_utilization"]),
+                     _n(r["delivered_per_s"]), _lat(r, "p50"), _p99(r), _ms(lat["max"]), refused, f"{r['lost']:,}",
+                     f"{r['unanswered']:,}", _pct(r["server_cpu_utilization"]) + (
+                         f" + Redis {_pct(r['redis_cpu_utilization'])}" if r.get("redis_cpu_utilization") is not None
+                         else ""),
                      _n(r["server_cpu_ms_per_delivered"], ".3f"), _n((r["server_rss_bytes"] or 0) / 1e6, ",.0f"),
                      _pct(lg["cpu_utilization"]), _ms(lg["loop_lag_p99_ms"]),
                      f"{_pct(others.get('server_cpu'))} / {_pct(others.get('loadgen_cpu'))}"])

@@ -87,6 +87,25 @@ async def delete_prefix(redis_url: str, prefix: str) -> int:
     return n
 
 
+async def redis_pid(redis_url: str) -> int | None:
+    """The pid of the Redis server at *redis_url* when it runs on this machine (its CPU time
+    is then read from /proc alongside the server's), else None."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        pid = int((await client.info("server"))["process_id"])
+    except Exception:
+        return None
+    finally:
+        await client.aclose()
+    try:
+        exe = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return None
+    return pid if exe.startswith("redis") else None
+
+
 async def redis_answers(redis_url: str) -> str | None:
     """The Redis server's version, or None when nothing answers at *redis_url*."""
     import redis.asyncio as aioredis
@@ -112,6 +131,8 @@ async def start(target: Target, workdir: Path, redis_url: str) -> Running:
         if target.redis:
             prefix = f"chatlab-bench-{uuid.uuid4().hex[:10]}"
             cmd += ["--redis-url", redis_url, "--redis-prefix", prefix]
+            # Found by the next run if this one is killed before it deletes the keys.
+            (workdir / "redis_prefix").write_text(f"{redis_url} {prefix}\n")
     elif target.key == "relay":
         cmd = [sys.executable, "-m", "benchmarks.server.relay", "--port", "0"]
     elif target.key == "socketio":
