@@ -48,7 +48,7 @@ node-packages: $(NODE_DIR)/node_modules/.installed
 
 # Side-by-side server throughput (docs/PERFORMANCE.md); a few minutes. ARGS="--quick" for a faster look.
 bench-server: $(VENV)/.installed services node-packages
-	$(BIN)/python -m benchmarks.server $(ARGS)
+	env -u PYTHONASYNCIODEBUG $(BIN)/python -m benchmarks.server $(ARGS)
 
 serve: $(VENV)/.installed
 	$(BIN)/chatlab serve

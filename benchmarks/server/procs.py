@@ -87,6 +87,17 @@ async def wait_quiet(max_wait_s: float, threshold: float = 0.15, cpus: tuple[str
             return waited, busy
 
 
+#: Debug switches a benchmark must not inherit: PYTHONASYNCIODEBUG turns on asyncio's debug
+#: mode for *any* non-empty value, "0" included (the Makefile exports it), and that mode
+#: tracks every coroutine's origin and times every callback, several times slower.
+_DEBUG_ENV = ("PYTHONASYNCIODEBUG", "PYTHONDEVMODE", "PYTHONTRACEMALLOC", "NODE_OPTIONS", "DEBUG")
+
+
+def bench_env() -> dict[str, str]:
+    """This process's environment without debug switches, for the children."""
+    return {k: v for k, v in os.environ.items() if k not in _DEBUG_ENV}
+
+
 def _die_with_parent() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -136,7 +147,7 @@ class Child:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                *cmd, cwd=self.cwd, stdout=asyncio.subprocess.PIPE, stderr=log,
+                *cmd, cwd=self.cwd, env=bench_env(), stdout=asyncio.subprocess.PIPE, stderr=log,
                 stdin=asyncio.subprocess.PIPE if self.stdin_pipe else asyncio.subprocess.DEVNULL,
                 start_new_session=True, preexec_fn=_die_with_parent, limit=64 * 1024 * 1024)
         _LIVE.add(self)

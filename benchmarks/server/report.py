@@ -135,6 +135,8 @@ def not_run(rows: list[dict[str, Any]]) -> list[str]:
         for r in mine:
             if "error" in r:
                 out.append(f"{SHORT[k]}: {r['rate']:,} msgs/s failed: {r['error'][:300]}")
+            elif "skipped" not in r and r.get("server_alive_after") is False:
+                out.append(f"{SHORT[k]}: {r['rate']:,} msgs/s: the server process exited during the run")
     return out
 
 

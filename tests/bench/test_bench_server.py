@@ -151,3 +151,14 @@ def test_bad_options_are_one_line_errors(argv, needle, capsys):
     assert bench_main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and "\n" not in err
+
+
+def test_children_never_inherit_debug_switches(monkeypatch):
+    # PYTHONASYNCIODEBUG="0" *enables* asyncio's debug mode (any non-empty value does), and the
+    # Makefile exports it: a server measured in debug mode is several times slower.
+    from benchmarks.server.procs import bench_env
+
+    monkeypatch.setenv("PYTHONASYNCIODEBUG", "0")
+    monkeypatch.setenv("PYTHONDEVMODE", "1")
+    env = bench_env()
+    assert "PYTHONASYNCIODEBUG" not in env and "PYTHONDEVMODE" not in env and env.get("PATH") == os.environ["PATH"]
