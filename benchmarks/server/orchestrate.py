@@ -54,7 +54,7 @@ class BenchConfig:
     connect_concurrency: int = 50
     #: Before each measurement, wait up to this long for both CPUs to be quiet (< 15 % busy by
     #: other processes): the machine is shared, and a busy neighbour lands in every number.
-    quiet_wait_s: float = 15.0
+    quiet_wait_s: float = 5.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -288,9 +288,11 @@ def _progress(t: Target, r: dict[str, Any]) -> str:
     lat = r["latency_ms"]
     p99 = f"{lat['p99']:.0f} ms" if lat["p99"] is not None else f"> drain ({lat['undelivered']} undelivered)"
     refused = sum((r.get("refused") or {}).values())
+    o = r.get("others_on_cpu") or {}
+    others = "/".join("?" if o.get(k) is None else f"{100 * o[k]:.0f}%" for k in ("server_cpu", "loadgen_cpu"))
     return (f"{head}  delivered {r['delivered_per_s']:>8,.0f}/s  p99 {p99:<10}  lost {r['lost']}  "
             f"refused {refused}  server CPU {r['server_cpu_utilization']:.2f}  "
-            f"loadgen lag p99 {r['loadgen']['loop_lag_p99_ms'] or 0:.1f} ms")
+            f"loadgen lag p99 {r['loadgen']['loop_lag_p99_ms'] or 0:.1f} ms  others on CPU 0/1 {others}")
 
 
 def _memory_line(t: Target, m: dict[str, Any]) -> str:
