@@ -380,13 +380,14 @@ async function runLevel() {
   const lag = new LagProbe(5);
   let cpuLg0 = null, wallLg0 = 0, srvCpu0 = NaN, srvCpu1 = NaN, cpuLg = null, rss1 = NaN, ticks0 = {}, ticks1 = {};
   let redisCpu0 = NaN, redisCpu1 = NaN;  // the real Redis behind the server, when there is one
+  let sampledAt0 = NaN, sampledAt1 = NaN;  // when the /proc samples were taken (a late timer is late)
   let rssPeak = serverRss();
   const rssTimer = setInterval(() => { const r = serverRss(); if (r > rssPeak) rssPeak = r; }, 1000);
   const atW0 = setTimeout(() => {
-    srvCpu0 = serverCpu(); redisCpu0 = serverCpu(cfg.redis_pid); cpuLg0 = process.cpuUsage(); wallLg0 = now(); ticks0 = cpuTicks(); lag.enable();
+    sampledAt0 = now(); srvCpu0 = serverCpu(); redisCpu0 = serverCpu(cfg.redis_pid); cpuLg0 = process.cpuUsage(); wallLg0 = now(); ticks0 = cpuTicks(); lag.enable();
   }, w0 - now());
   const atW1 = setTimeout(() => {
-    srvCpu1 = serverCpu(); redisCpu1 = serverCpu(cfg.redis_pid); ticks1 = cpuTicks(); rss1 = serverRss(); lag.disable(); cpuLg = process.cpuUsage(cpuLg0);
+    sampledAt1 = now(); srvCpu1 = serverCpu(); redisCpu1 = serverCpu(cfg.redis_pid); ticks1 = cpuTicks(); rss1 = serverRss(); lag.disable(); cpuLg = process.cpuUsage(cpuLg0);
     cpuLg.wall = now() - wallLg0;
   }, w1 - now());
 
@@ -467,10 +468,10 @@ async function runLevel() {
     duplicates: tally.duplicates, misdelivered: tally.misdelivered, foreign: tally.foreign,
     send_failures: tally.sendFailures, disconnects: tally.disconnects, reconnects: tally.reconnects,
     server_cpu_s: srvCpu1 - srvCpu0,
-    server_cpu_utilization: (srvCpu1 - srvCpu0) / W,
+    server_cpu_utilization: (srvCpu1 - srvCpu0) * 1000 / (sampledAt1 - sampledAt0),
     server_cpu_ms_per_delivered: delW ? (srvCpu1 - srvCpu0) * 1000 / delW : null,
     server_rss_bytes: rss1, server_rss_peak_bytes: rssPeak,
-    redis_cpu_utilization: cfg.redis_pid ? (redisCpu1 - redisCpu0) / W : null,
+    redis_cpu_utilization: cfg.redis_pid ? (redisCpu1 - redisCpu0) * 1000 / (sampledAt1 - sampledAt0) : null,
     // Busy fraction of each pinned CPU over the window, and the part of it that was not ours.
     cpu_busy: { server_cpu: cpuBusy(ticks0, ticks1, cfg.server_cpu ?? "0"), loadgen_cpu: cpuBusy(ticks0, ticks1, cfg.loadgen_cpu ?? "1") },
     loadgen: {
