@@ -28,7 +28,7 @@ from .report import render, update_doc
 from .targets import REPO
 
 QUICK = dict(levels=(1000, 5000, 20000), warmup_s=1.0, measure_s=3.0, drain_s=3.0, longpoll_levels=(200,),
-             memory_connections=2000, quiet_wait_s=5.0)
+             memory_connections=2000, quiet_wait_s=5.0, retry_disturbed=0)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-connections", type=int, help=f"default {d.memory_connections}")
     p.add_argument("--quiet-wait-s", type=float,
                    help=f"before each measurement, wait up to this long for idle CPUs (default {d.quiet_wait_s:g})")
+    p.add_argument("--retry-disturbed", type=int,
+                   help=f"measure a level again this many times when other processes disturbed it "
+                        f"(default {d.retry_disturbed})")
     p.add_argument("--redis-url", help=f"the real Redis of ours_redis (default {d.redis_url})")
     p.add_argument("--json", type=Path, help="raw results (default data/bench-server.json on a full run)")
     p.add_argument("--docs", type=Path, help="Markdown file to update (default docs/PERFORMANCE.md on a full run)")
@@ -88,7 +91,8 @@ def config_from(a: argparse.Namespace) -> BenchConfig:
         "warmup_s": a.warmup_s, "measure_s": a.measure_s, "drain_s": a.drain_s, "seed": a.seed,
         "payload_bytes": a.payload_bytes, "longpoll_clients": a.longpoll_clients,
         "longpoll_levels": a.longpoll_levels, "memory_connections": a.memory_connections,
-        "redis_url": a.redis_url, "quiet_wait_s": a.quiet_wait_s}.items() if v is not None}
+        "redis_url": a.redis_url, "quiet_wait_s": a.quiet_wait_s,
+        "retry_disturbed": a.retry_disturbed}.items() if v is not None}
     try:
         return replace(cfg, **over)
     except ValueError as exc:  # "name=value: expected ...": name it as the option

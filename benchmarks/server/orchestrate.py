@@ -55,6 +55,9 @@ class BenchConfig:
     #: Before each measurement, wait up to this long for both CPUs to be quiet (< 15 % busy by
     #: other processes): the machine is shared, and a busy neighbour lands in every number.
     quiet_wait_s: float = 5.0
+    #: A level whose window other processes disturbed (> OTHERS_LIMIT of a pinned CPU) is
+    #: measured again up to this many times; the least disturbed attempt is kept.
+    retry_disturbed: int = 1
 
     def __post_init__(self) -> None:
         checks = [
@@ -77,6 +80,7 @@ class BenchConfig:
              "a comma-separated subset of websocket,longpoll,memory"),
             ("connect_concurrency", 1 <= self.connect_concurrency <= 1000, "an integer 1..1000"),
             ("quiet_wait_s", 0 <= self.quiet_wait_s <= 600, "a number 0..600"),
+            ("retry_disturbed", 0 <= self.retry_disturbed <= 10, "an integer 0..10"),
         ]
         for name, ok, allowed in checks:
             if not ok:
@@ -176,16 +180,29 @@ class Bench:
                              "skipped": f"collapsed at {collapsed_at:,} msgs/s"})
                 self.log(f"  {target.label:<17} {rate:>7,} msgs/s  skipped (collapsed at {collapsed_at:,})")
                 continue
-            try:
-                r = await self.level(target, protocol, clients, rate)
-            except (ChildFailed, RuntimeError, OSError, asyncio.TimeoutError) as exc:
-                r = {"server": target.key, "protocol": protocol, "rate": rate, "clients": clients,
-                     "error": str(exc)[:500]}
+            r = await self._level_or_error(target, protocol, clients, rate)
+            attempts = 1
+            # On a shared machine a neighbour's burst can land in one window: measure again
+            # (after waiting for quiet) and keep the least disturbed attempt.
+            while "error" not in r and disturbance(r) > OTHERS_LIMIT and attempts <= self.cfg.retry_disturbed:
+                self.log("  " + _progress(target, r) + "  (disturbed: measuring again)")
+                again = await self._level_or_error(target, protocol, clients, rate)
+                attempts += 1
+                if "error" not in again and disturbance(again) < disturbance(r):
+                    r = again
+            r["attempts"] = attempts
             rows.append(r)
             self.log("  " + _progress(target, r))
             if "error" in r or (r.get("delivered_per_s") or 0) < self.cfg.collapse_fraction * r.get("offered_per_s", rate):
                 collapsed_at = rate
         return rows
+
+    async def _level_or_error(self, target: Target, protocol: str, clients: int, rate: int) -> dict[str, Any]:
+        try:
+            return await self.level(target, protocol, clients, rate)
+        except (ChildFailed, RuntimeError, OSError, asyncio.TimeoutError) as exc:
+            return {"server": target.key, "protocol": protocol, "rate": rate, "clients": clients,
+                    "error": str(exc)[:500]}
 
     # --- memory ----------------------------------------------------------------------------
     async def memory(self, target: Target, protocol: str, n: int) -> dict[str, Any]:
@@ -271,6 +288,15 @@ class Bench:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+#: Other processes' share of a pinned CPU above which a window counts as disturbed.
+OTHERS_LIMIT = 0.10
+
+
+def disturbance(res: dict[str, Any]) -> float:
+    """The larger share of the two pinned CPUs that other processes took in the window."""
+    return max((v for v in (res.get("others_on_cpu") or {}).values() if v is not None), default=0.0)
 
 
 def _others(res: dict[str, Any]) -> dict[str, float | None]:

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .orchestrate import OTHERS_LIMIT
 from .targets import TARGETS
 
 BEGIN = "<!-- bench-server:begin (written by `make bench-server`; edits here are replaced) -->"
@@ -17,8 +18,6 @@ SECTION = "## Server throughput (make bench-server)"
 #: The load generator counts as a possible bottleneck above these (the footnote says so).
 LOADGEN_CPU_LIMIT = 0.9
 LOADGEN_LAG_LIMIT_MS = 10.0
-#: Other processes' share of a pinned CPU above which a row is marked as disturbed.
-OTHERS_LIMIT = 0.10
 
 Table = tuple[list[str], list[list[str]]]
 

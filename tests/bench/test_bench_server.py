@@ -22,7 +22,7 @@ from benchmarks.server.orchestrate import BenchConfig, check_node, run_all
 from benchmarks.server.report import BEGIN, END, SECTION, render, update_doc
 
 TINY = BenchConfig(servers=("ours", "socketio", "relay"), clients=20, levels=(50,), warmup_s=0.5, measure_s=2.0,
-                   drain_s=3.0, sections=("websocket",), quiet_wait_s=0)
+                   drain_s=3.0, sections=("websocket",), quiet_wait_s=0, retry_disturbed=0)
 
 #: Every field of a measured level that the tables and the lead's later comparison read.
 LEVEL_FIELDS = {
