@@ -169,33 +169,41 @@ class Bench:
         finally:
             await srv.stop()
 
-    async def sweep(self, target: Target, protocol: str, clients: int, levels: tuple[int, ...]) -> list[dict[str, Any]]:
-        """Levels in increasing order; once a level delivers less than ``collapse_fraction`` of
-        its offered rate (or fails), the higher ones are recorded as skipped."""
+    async def sweep(self, runs: list[tuple[Target, str]], clients: int, levels: tuple[int, ...]
+                    ) -> list[dict[str, Any]]:
+        """Each level in increasing order, and within a level every (target, protocol) in turn,
+        so that the servers compared at one level are measured minutes apart at most (a
+        shared machine's background load drifts). Once a server delivers less than
+        ``collapse_fraction`` of its offered rate (or fails), its higher levels are recorded
+        as skipped."""
         rows: list[dict[str, Any]] = []
-        collapsed_at: int | None = None
+        collapsed_at: dict[str, int] = {}
         for rate in sorted(levels):
-            if collapsed_at is not None:
-                rows.append({"server": target.key, "protocol": protocol, "rate": rate, "clients": clients,
-                             "skipped": f"collapsed at {collapsed_at:,} msgs/s"})
-                self.log(f"  {target.label:<17} {rate:>7,} msgs/s  skipped (collapsed at {collapsed_at:,})")
-                continue
-            r = await self._level_or_error(target, protocol, clients, rate)
-            attempts = 1
-            # On a shared machine a neighbour's burst can land in one window: measure again
-            # (after waiting for quiet) and keep the least disturbed attempt.
-            while "error" not in r and disturbance(r) > OTHERS_LIMIT and attempts <= self.cfg.retry_disturbed:
-                self.log("  " + _progress(target, r) + "  (disturbed: measuring again)")
-                again = await self._level_or_error(target, protocol, clients, rate)
-                attempts += 1
-                if "error" not in again and disturbance(again) < disturbance(r):
-                    r = again
-            r["attempts"] = attempts
-            rows.append(r)
-            self.log("  " + _progress(target, r))
-            if "error" in r or (r.get("delivered_per_s") or 0) < self.cfg.collapse_fraction * r.get("offered_per_s", rate):
-                collapsed_at = rate
-        return rows
+            for target, protocol in runs:
+                if target.key in collapsed_at:
+                    at = collapsed_at[target.key]
+                    rows.append({"server": target.key, "protocol": protocol, "rate": rate, "clients": clients,
+                                 "skipped": f"collapsed at {at:,} msgs/s"})
+                    self.log(f"  {target.label:<17} {rate:>7,} msgs/s  skipped (collapsed at {at:,})")
+                    continue
+                r = await self._level_or_error(target, protocol, clients, rate)
+                attempts = 1
+                # On a shared machine a neighbour's burst can land in one window: measure again
+                # (after waiting for quiet) and keep the least disturbed attempt.
+                while "error" not in r and disturbance(r) > OTHERS_LIMIT and attempts <= self.cfg.retry_disturbed:
+                    self.log("  " + _progress(target, r) + "  (disturbed: measuring again)")
+                    again = await self._level_or_error(target, protocol, clients, rate)
+                    attempts += 1
+                    if "error" not in again and disturbance(again) < disturbance(r):
+                        r = again
+                r["attempts"] = attempts
+                rows.append(r)
+                self.log("  " + _progress(target, r))
+                if "error" in r or (r.get("delivered_per_s") or 0) < self.cfg.collapse_fraction * r.get(
+                        "offered_per_s", rate):
+                    collapsed_at[target.key] = rate
+        order = {t.key: i for i, (t, _) in enumerate(runs)}
+        return sorted(rows, key=lambda r: (order[r["server"]], r["rate"]))
 
     async def _level_or_error(self, target: Target, protocol: str, clients: int, rate: int) -> dict[str, Any]:
         try:
@@ -261,13 +269,11 @@ class Bench:
         t0 = time.monotonic()
         if "websocket" in cfg.sections:
             self.log(f"WebSocket, {cfg.clients:,} clients, offered msgs/s {', '.join(f'{x:,}' for x in cfg.levels)}")
-            for t in targets:
-                out["websocket"] += await self.sweep(t, t.ws_protocol, cfg.clients, cfg.levels)
+            out["websocket"] = await self.sweep([(t, t.ws_protocol) for t in targets], cfg.clients, cfg.levels)
         if "longpoll" in cfg.sections and cfg.longpoll_levels:
             self.log(f"Long polling, {cfg.longpoll_clients:,} clients")
-            for t in targets:
-                if t.poll_protocol and t.key != "ours_redis":
-                    out["longpoll"] += await self.sweep(t, t.poll_protocol, cfg.longpoll_clients, cfg.longpoll_levels)
+            runs = [(t, t.poll_protocol) for t in targets if t.poll_protocol and t.key != "ours_redis"]
+            out["longpoll"] = await self.sweep(runs, cfg.longpoll_clients, cfg.longpoll_levels)  # type: ignore[arg-type]
         if "memory" in cfg.sections:
             self.log(f"Memory, {cfg.memory_connections:,} idle connections")
             for t in targets:
