@@ -187,18 +187,20 @@ class Bench:
                     self.log(f"  {target.label:<17} {rate:>7,} msgs/s  skipped (collapsed at {at:,})")
                     continue
                 r = await self._level_or_error(target, protocol, clients, rate)
+                self.log("  " + _progress(target, r))
                 attempts = 1
                 # On a shared machine a neighbour's burst can land in one window: measure again
                 # (after waiting for quiet) and keep the least disturbed attempt.
                 while "error" not in r and disturbance(r) > OTHERS_LIMIT and attempts <= self.cfg.retry_disturbed:
-                    self.log("  " + _progress(target, r) + "  (disturbed: measuring again)")
                     again = await self._level_or_error(target, protocol, clients, rate)
                     attempts += 1
-                    if "error" not in again and disturbance(again) < disturbance(r):
+                    keep = "error" not in again and disturbance(again) < disturbance(r)
+                    self.log("  " + _progress(target, again) + f"  (attempt {attempts}: "
+                             f"{'kept, less disturbed' if keep else 'not kept, as disturbed or more'})")
+                    if keep:
                         r = again
                 r["attempts"] = attempts
                 rows.append(r)
-                self.log("  " + _progress(target, r))
                 if "error" in r or (r.get("delivered_per_s") or 0) < self.cfg.collapse_fraction * r.get(
                         "offered_per_s", rate):
                     collapsed_at[target.key] = rate
@@ -210,7 +212,7 @@ class Bench:
             return await self.level(target, protocol, clients, rate)
         except (ChildFailed, RuntimeError, OSError, asyncio.TimeoutError) as exc:
             return {"server": target.key, "protocol": protocol, "rate": rate, "clients": clients,
-                    "error": str(exc)[:500]}
+                    "error": (str(exc) or type(exc).__name__)[:500]}
 
     # --- memory ----------------------------------------------------------------------------
     async def memory(self, target: Target, protocol: str, n: int) -> dict[str, Any]:
@@ -229,7 +231,10 @@ class Bench:
                   "server_pid": srv.pid, "connect_concurrency": self.cfg.connect_concurrency,
                   "connect_timeout_s": 240, "longpoll_timeout_s": 120}
             child = await self._loadgen(lg).start()
-            line = await asyncio.wait_for(child.readline(), 300)
+            try:
+                line = await asyncio.wait_for(child.readline(), 300)
+            except asyncio.TimeoutError:
+                raise ChildFailed(f"{n:,} {protocol} clients were not all connected within 300 s") from None
             if not line.strip():
                 raise ChildFailed(f"load generator exited while connecting: {child.log_tail()}")
             ready = json.loads(line)
@@ -286,7 +291,7 @@ class Bench:
                         m = await self.memory(t, proto, cfg.memory_connections)
                     except (ChildFailed, RuntimeError, OSError, asyncio.TimeoutError, ValueError) as exc:
                         m = {"server": t.key, "protocol": proto, "connections": cfg.memory_connections,
-                             "error": str(exc)[:500]}
+                             "error": (str(exc) or type(exc).__name__)[:500]}
                     out["memory"].append(m)
                     self.log("  " + _memory_line(t, m))
         out["wall_s"] = time.monotonic() - t0
