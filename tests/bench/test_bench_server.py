@@ -162,3 +162,17 @@ def test_children_never_inherit_debug_switches(monkeypatch):
     monkeypatch.setenv("PYTHONDEVMODE", "1")
     env = bench_env()
     assert "PYTHONASYNCIODEBUG" not in env and "PYTHONDEVMODE" not in env and env.get("PATH") == os.environ["PATH"]
+
+
+def test_a_disturbed_level_is_measured_again_on_a_fresh_server(report, monkeypatch):
+    # Pretend every window was disturbed: the level runs twice, each time on a fresh server
+    # (a second run on the first one's database would find its users taken).
+    import benchmarks.server.orchestrate as orch
+
+    monkeypatch.setattr(orch, "disturbance", lambda r: 0.5)
+    cfg = orch.BenchConfig(servers=("ours",), clients=10, levels=(20,), warmup_s=0.2, measure_s=1.0, drain_s=2.0,
+                           sections=("websocket",), quiet_wait_s=0, retry_disturbed=1)
+    rows = asyncio.run(run_all(cfg, log=lambda s: None))["results"]["websocket"]
+    assert len(rows) == 1 and "error" not in rows[0], rows
+    assert rows[0]["attempts"] == 2 and rows[0]["lost"] == 0
+    assert all("error" not in a for a in rows[0]["attempt_summaries"]), rows[0]["attempt_summaries"]
