@@ -6,6 +6,7 @@ docs/PERFORMANCE.md between marker comments (replaced on every run).
 from __future__ import annotations
 
 import re
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,22 @@ def _footnotes(report: dict[str, Any]) -> list[str]:
             ]
 
 
+def disturbance_note(rows: list[dict[str, Any]]) -> str | None:
+    """A warning when other processes took a share of the pinned CPUs in some windows."""
+    measured = [r for r in rows if r.get("others_on_cpu")]
+    hit = [r for r in measured if any((v or 0) > OTHERS_LIMIT for v in r["others_on_cpu"].values())]
+    if not hit:
+        return None
+
+    def median(key: str) -> float:
+        return statistics.median(r["others_on_cpu"][key] or 0.0 for r in measured)
+
+    return (f"{len(hit)} of {len(measured)} measured windows were disturbed: other processes used a median "
+            f"{median('server_cpu'):.0%} of the server's CPU and {median('loadgen_cpu'):.0%} of the load "
+            "generator's. A server that needs more than what they left delivers less than it would alone, "
+            "and every latency includes waits for a CPU: compare within the run, or rerun on a quiet machine.")
+
+
 def render(report: dict[str, Any], md: bool) -> str:
     """The whole report as text (*md* False) or Markdown (*md* True)."""
     cfg, env, res = report["config"], report["environment"], report["results"]
@@ -200,6 +217,9 @@ def render(report: dict[str, Any], md: bool) -> str:
     else:
         p += [f"{report['command']}   started {report['started_at']}, {report['results']['wall_s']:.0f} s",
               machine, ""]
+    warning = disturbance_note(res["websocket"] + res["longpoll"])
+    if warning:
+        p += [("**" + warning + "**") if md else warning, ""]
     ws = res["websocket"]
     if ws:
         title = (f"WebSocket, {cfg['clients']:,} clients, 1:1 Poisson sends of {cfg['payload_bytes']} bytes; "

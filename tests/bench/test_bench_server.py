@@ -176,3 +176,13 @@ def test_a_disturbed_level_is_measured_again_on_a_fresh_server(report, monkeypat
     assert len(rows) == 1 and "error" not in rows[0], rows
     assert rows[0]["attempts"] == 2 and rows[0]["lost"] == 0
     assert all("error" not in a for a in rows[0]["attempt_summaries"]), rows[0]["attempt_summaries"]
+
+
+def test_the_report_warns_when_other_processes_disturbed_a_window():
+    from benchmarks.server.report import disturbance_note
+
+    quiet = {"others_on_cpu": {"server_cpu": 0.02, "loadgen_cpu": 0.05}}
+    busy = {"others_on_cpu": {"server_cpu": 0.60, "loadgen_cpu": 0.05}}
+    assert disturbance_note([quiet, quiet, {"skipped": "collapsed"}]) is None
+    note = disturbance_note([quiet, busy, {"skipped": "collapsed"}])
+    assert note is not None and note.startswith("1 of 2 measured windows were disturbed")
