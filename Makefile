@@ -46,7 +46,7 @@ $(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/packag
 
 node-packages: $(NODE_DIR)/node_modules/.installed
 
-# Side-by-side server throughput (docs/PERFORMANCE.md); a few minutes. ARGS="--quick" for a faster look.
+# Side-by-side server throughput (docs/PERFORMANCE.md); several minutes. ARGS="--quick" for a faster look.
 bench-server: $(VENV)/.installed services node-packages
 	env -u PYTHONASYNCIODEBUG $(BIN)/python -m benchmarks.server $(ARGS)
 
