@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test test-fast typecheck bench services serve calibrate validate sweep-examples clean
+.PHONY: demo test test-fast typecheck bench bench-server node-packages services serve calibrate validate sweep-examples clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ services:
 
 # The suite runs in asyncio's debug mode with every warning an error (pyproject.toml:
 # filterwarnings), after the type check.
-test: $(VENV)/.installed-dev services typecheck
+test: $(VENV)/.installed-dev services node-packages typecheck
 	PYTHONASYNCIODEBUG=1 CHATLAB_SMALL=1 $(BIN)/python -W error -m pytest -q --nbmake tests notebooks
 
 # mypy over the packages listed in pyproject.toml ([tool.mypy] files).
@@ -40,6 +40,20 @@ test-fast: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m benchmarks
+
+# The server benchmark's Node.js side (Socket.IO 4.8, socket.io-client, ws) from the committed
+# lock file; offline once installed. Without npm it says so and `make test` skips that one test.
+NODE_DIR := benchmarks/server
+$(NODE_DIR)/node_modules/.installed: $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  cd $(NODE_DIR) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "node-packages: npm not found; make bench-server needs Node.js 20 and npm" >&2; fi
+
+node-packages: $(NODE_DIR)/node_modules/.installed
+
+# Side-by-side server throughput (docs/PERFORMANCE.md); several minutes. ARGS="--quick" for a faster look.
+bench-server: $(VENV)/.installed services node-packages
+	env -u PYTHONASYNCIODEBUG $(BIN)/python -m benchmarks.server $(ARGS)
 
 serve: $(VENV)/.installed
 	$(BIN)/chatlab serve
