@@ -7,7 +7,7 @@ and the calibration measurements (:mod:`.calibrate`). It never imports ``sim``;
 
 from .proxy import CountingProxy, Counters
 from .runner import LoadConfig, LoadResult, result_json, run_load
-from .server_proc import ServerFailed, ServerProcess, cpu_seconds
+from .process import ServerFailed, ServerProcess, cpu_seconds
 
 __all__ = ["CountingProxy", "Counters", "LoadConfig", "LoadResult", "ServerFailed", "ServerProcess",
            "cpu_seconds", "result_json", "run_load"]

@@ -26,7 +26,7 @@ import websockets
 from chatcore import encode
 
 from .proxy import CountingProxy
-from .server_proc import ServerProcess
+from .process import ServerProcess
 
 
 class _Api:

@@ -43,7 +43,7 @@ from chatcore.tables import (DOWN, OVH_DOWN, OVH_UP, PAY_DOWN, PAY_UP, TRAFFIC_C
 
 from ..client import ChatClient, ChatError
 from .proxy import CountingProxy, Counters
-from .server_proc import ServerFailed, ServerProcess, cpu_seconds
+from .process import ServerFailed, ServerProcess, cpu_seconds
 from .workload import Workload, draw
 
 

@@ -13,126 +13,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import signal
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
+# What used to live here (the parent's side), for callers that import it from this module.
+from .process import ServerFailed, ServerProcess, cpu_seconds
 
-#: Clock ticks per second for /proc/<pid>/stat (utime, stime).
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process *pid* (all its threads), from /proc."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        text = f.read().decode()
-    fields = text[text.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS  # fields 14 and 15 of proc(5)
-
-
-class ServerFailed(RuntimeError):
-    """The server did not start or stopped answering; the message says why."""
-
-
-@dataclass
-class ServerProcess:
-    """One ``server_proc`` child. :meth:`start` returns once ``/healthz`` answers."""
-
-    data_dir: Path
-    redis_url: str | None = None
-    redis_prefix: str = "chatlab"
-    port: int = 0
-    start_timeout_s: float = 20.0
-    proc: asyncio.subprocess.Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        if self.proc is None:
-            raise ServerFailed("server not started")
-        return self.proc.pid
-
-    def cpu_seconds(self) -> float:
-        return cpu_seconds(self.pid)
-
-    async def start(self) -> "ServerProcess":
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.data_dir / "server.log", "ab")
-        cmd = [sys.executable, "-m", "reference_server.loadgen.server_proc", "--port", str(self.port),
-               "--data-dir", str(self.data_dir), "--redis-prefix", self.redis_prefix]
-        if self.redis_url:
-            cmd += ["--redis-url", self.redis_url]
-        self.proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=log,
-                                                         stdin=asyncio.subprocess.DEVNULL)
-        log.close()
-        assert self.proc.stdout is not None
-        try:
-            line = await asyncio.wait_for(self.proc.stdout.readline(), self.start_timeout_s)
-        except asyncio.TimeoutError:
-            await self.kill()
-            raise ServerFailed(f"server did not start within {self.start_timeout_s:g} s "
-                               f"(log: {self.data_dir / 'server.log'})") from None
-        text = line.decode(errors="replace")
-        if "chat server on http://" not in text:
-            await self.proc.wait()
-            raise ServerFailed(f"server exited at start-up: {self._log_tail()}")
-        self.port = int(text.split("http://", 1)[1].split()[0].rsplit(":", 1)[1])
-        asyncio.create_task(self._drain_stdout(self.proc))
-        await self.wait_healthy(self.start_timeout_s)
-        return self
-
-    @staticmethod
-    async def _drain_stdout(proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
-        with contextlib.suppress(Exception):
-            while await proc.stdout.read(65536):
-                pass
-
-    def _log_tail(self) -> str:
-        try:
-            lines = (self.data_dir / "server.log").read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return "no log"
-        return lines[-1][:300] if lines else "no output"
-
-    async def wait_healthy(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        async with aiohttp.ClientSession() as s:
-            while True:
-                if self.proc is not None and self.proc.returncode is not None:
-                    raise ServerFailed(f"server exited with status {self.proc.returncode}: {self._log_tail()}")
-                try:
-                    async with s.get(self.url + "/healthz", timeout=aiohttp.ClientTimeout(total=2)) as r:
-                        if r.status == 200:
-                            return
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
-                    pass
-                if time.monotonic() > deadline:
-                    raise ServerFailed(f"server at {self.url} did not answer /healthz within {timeout_s:g} s")
-                await asyncio.sleep(0.05)
-
-    async def kill(self) -> None:
-        """SIGKILL: the process dies at once and the kernel resets its connections."""
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGKILL)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.proc.wait(), 5.0)
-
-    async def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 5 s."""
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 5.0)
-            except asyncio.TimeoutError:
-                await self.kill()
+__all__ = ["ServerFailed", "ServerProcess", "cpu_seconds", "main"]
 
 
 def main(argv: list[str] | None = None) -> None:
