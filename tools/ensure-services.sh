@@ -6,7 +6,10 @@
 #     under /tmp/chatlab-pg (trust authentication on loopback only), so nothing of the
 #     machine's own configuration changes;
 #   - Debian's Chromium for the browser tests (Playwright drives it by executable path,
-#     it never downloads a browser of its own).
+#     it never downloads a browser of its own);
+#   - Debian's HAProxy for `chatlab cluster` and the cluster tests (installed only: each
+#     cluster runs a private HAProxy of its own from a generated configuration; the
+#     package's own service is not started or changed).
 # Idempotent: a machine that has both already is left alone.
 set -euo pipefail
 
@@ -78,4 +81,12 @@ if [ -x "$chromium" ]; then
 else
   apt_install chromium
   echo "ensure-services: installed Chromium"
+fi
+
+haproxy=${CHATLAB_HAPROXY:-haproxy}
+if command -v "$haproxy" >/dev/null; then
+  echo "ensure-services: HAProxy at $(command -v "$haproxy")"
+else
+  apt_install haproxy
+  echo "ensure-services: installed HAProxy"
 fi

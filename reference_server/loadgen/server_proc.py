@@ -6,6 +6,8 @@ read from ``/proc/<pid>/stat`` and so that it can be killed (SIGKILL) and restar
 per-user rate limit raised (a load generator's users send in bursts the limit would
 refuse) and a cheap scrypt cost (registering hundreds of users would otherwise take
 minutes; login is not measured). Everything else is the default configuration.
+``--profile default`` runs the default configuration unchanged (``chatlab cluster``);
+``--server-id`` and ``--db-url`` make it one server of a cluster (docs/server.md).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import aiohttp
@@ -34,6 +37,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS  # fields 14 and 15 of proc(5)
 
 
+def die_with_parent(sig: int) -> Callable[[], None]:
+    """A ``preexec_fn`` asking Linux to send *sig* to the child when its parent dies
+    (``prctl(PR_SET_PDEATHSIG)``); elsewhere it does nothing."""
+    def preexec() -> None:
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, sig, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    return preexec
+
+
 class ServerFailed(RuntimeError):
     """The server did not start or stopped answering; the message says why."""
 
@@ -47,6 +61,14 @@ class ServerProcess:
     redis_prefix: str = "chatlab"
     port: int = 0
     start_timeout_s: float = 20.0
+    #: A server of a cluster: its name, and the shared PostgreSQL database (docs/server.md).
+    server_id: str = ""
+    db_url: str | None = None
+    #: "loadtest" (rate limit raised, cheap scrypt) or "default" (the server as users run it).
+    profile: str = "loadtest"
+    #: Linux: the signal the child gets if this process dies first (0: none), so that a
+    #: supervisor killed without a chance to clean up leaves no server behind.
+    parent_death_signal: int = 0
     proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -69,8 +91,16 @@ class ServerProcess:
                "--data-dir", str(self.data_dir), "--redis-prefix", self.redis_prefix]
         if self.redis_url:
             cmd += ["--redis-url", self.redis_url]
-        self.proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=log,
-                                                         stdin=asyncio.subprocess.DEVNULL)
+        if self.server_id:
+            cmd += ["--server-id", self.server_id]
+        if self.db_url:
+            cmd += ["--db-url", self.db_url]
+        if self.profile != "loadtest":
+            cmd += ["--profile", self.profile]
+        self.proc = await asyncio.create_subprocess_exec(
+            *cmd, stdout=asyncio.subprocess.PIPE, stderr=log, stdin=asyncio.subprocess.DEVNULL,
+            preexec_fn=die_with_parent(self.parent_death_signal) if self.parent_death_signal else None,
+            start_new_session=bool(self.parent_death_signal))
         log.close()
         assert self.proc.stdout is not None
         try:
@@ -141,11 +171,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-dir", required=True)
     p.add_argument("--redis-url", default=None)
     p.add_argument("--redis-prefix", default="chatlab")
+    p.add_argument("--server-id", default="")
+    p.add_argument("--db-url", default=None)
+    p.add_argument("--profile", choices=("loadtest", "default"), default="loadtest")
     a = p.parse_args(argv)
     from reference_server.app import serve_forever
     from reference_server.config import ServerConfig
     config = ServerConfig(port=a.port, data_dir=Path(a.data_dir), redis_url=a.redis_url,
-                          redis_prefix=a.redis_prefix, scrypt_n=2, rate_per_s=1e6, rate_burst=1_000_000)
+                          redis_prefix=a.redis_prefix, server_id=a.server_id, db_url=a.db_url)
+    if a.profile == "loadtest":
+        config = replace(config, scrypt_n=2, rate_per_s=1e6, rate_burst=1_000_000)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(config))
 
