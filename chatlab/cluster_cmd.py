@@ -11,13 +11,14 @@ import re
 from pathlib import Path
 
 from .errors import UsageError
-from .serve_cmd import _HOST, _port, _valid_numeric_host, _without_password
+from .serve_cmd import _HOST, _valid_numeric_host, _without_password
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--servers", default="4", help="connection servers, 1-16 (default 4)")
     parser.add_argument("--host", default="127.0.0.1", help="address HAProxy binds (default 127.0.0.1)")
-    parser.add_argument("--port", default="8080", help="HAProxy's port, the one URL to open (default 8080)")
+    parser.add_argument("--port", default="8080",
+                        help="HAProxy's port, the one URL to open (default 8080; 0: any free port)")
     parser.add_argument("--redis-url", default=None,
                         help="a running Redis to share, e.g. redis://127.0.0.1:6379/0 (default: start a private one)")
     parser.add_argument("--db", default=None,
@@ -39,7 +40,9 @@ def _servers(text: str) -> int:
 def check_args(args: argparse.Namespace) -> dict:
     """The validated arguments as ClusterSpec fields; UsageError on the first bad one."""
     servers = _servers(str(args.servers))
-    port = _port(str(args.port))
+    port = str(args.port)
+    if not port.isascii() or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"--port={port}: expected an integer 0-65535 (0: any free port)")
     if not _HOST.match(args.host) or not _valid_numeric_host(args.host):
         raise UsageError(f"--host={args.host}: expected an IP address or host name")
     if args.redis_url is not None and not re.match(r"^rediss?://[^/\s]+", args.redis_url):
@@ -50,7 +53,7 @@ def check_args(args: argparse.Namespace) -> dict:
     work_dir = Path(args.work_dir) if args.work_dir else None
     if work_dir is not None and work_dir.exists() and not work_dir.is_dir():
         raise UsageError(f"--work-dir={args.work_dir}: exists and is not a directory")
-    return {"servers": servers, "host": args.host, "port": port, "redis_url": args.redis_url,
+    return {"servers": servers, "host": args.host, "port": int(port), "redis_url": args.redis_url,
             "db_url": args.db, "work_dir": work_dir}
 
 

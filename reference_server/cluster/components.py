@@ -187,9 +187,10 @@ class PrivateRedis:
 
 
 class PrivatePostgres:
-    """A PostgreSQL cluster of its own: ``initdb`` into *dir*, ``postgres`` on a free
+    """A PostgreSQL cluster of its own: ``initdb`` into *directory*, ``postgres`` on a free
     loopback port, trust authentication for loopback only, one database ``chat``. As root it
-    runs as the ``postgres`` user (PostgreSQL refuses root)."""
+    runs as the ``postgres`` user (PostgreSQL refuses root), in a temporary directory of that
+    user's own (it may not be able to reach *directory*), which *directory* links to."""
 
     def __init__(self, directory: Path, database: str = "chat") -> None:
         self.dir = directory
@@ -197,6 +198,7 @@ class PrivatePostgres:
         self.port = 0
         self.child = Child("postgres")
         self.user = "postgres" if os.geteuid() == 0 else None
+        self._temp: Path | None = None
 
     def url(self, database: str | None = None) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database or self.database}"
@@ -212,25 +214,30 @@ class PrivatePostgres:
 
     async def start(self, timeout: float = 30.0) -> "PrivatePostgres":
         bindir = pg_bindir()
-        data = self.dir / "data"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        home = self.dir
         if self.user:
             import pwd
+            import tempfile
 
             try:
                 pw = pwd.getpwnam(self.user)
             except KeyError:
                 raise MissingComponent("PostgreSQL's user 'postgres' does not exist: "
                                        "`apt-get install postgresql` creates it") from None
-            # (the caller makes sure the postgres user can reach *dir*: its parents traversable)
-            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+            home = self._temp = Path(tempfile.mkdtemp(prefix="chatlab-pg-"))
+            os.chown(home, pw.pw_uid, pw.pw_gid)
+            self.dir.parent.mkdir(parents=True, exist_ok=True)
+            self.dir.symlink_to(home, target_is_directory=True)
+        else:
+            home.mkdir(parents=True, exist_ok=True)
+        data = home / "data"
         await self._run([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
                          "--no-sync", "-E", "UTF8", "--locale=C"], "initdb")
         self.port = free_port()
         await self.child.spawn([str(bindir / "postgres"), "-D", str(data), "-p", str(self.port),
-                                "-k", str(self.dir), "-c", "listen_addresses=127.0.0.1",
+                                "-k", str(home), "-c", "listen_addresses=127.0.0.1",
                                 "-c", "max_connections=200"],
-                               self.dir / "postgres.log", self.user)
+                               home / "postgres.log", self.user)
         await _wait(f"PostgreSQL on port {self.port}", self.child, self._accepts, timeout)
         await self.create_database(self.database)
         return self
@@ -257,6 +264,10 @@ class PrivatePostgres:
 
     async def stop(self) -> None:
         await self.child.stop(signal.SIGINT, timeout=10.0)  # SIGINT: PostgreSQL's fast shutdown
+        if self._temp is not None:
+            shutil.rmtree(self._temp, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                self.dir.unlink()
 
 
 def max_connections() -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import tempfile
 import uuid
@@ -119,8 +118,6 @@ class LocalCluster:
     async def _start(self) -> None:
         spec = self.spec
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0 and self.db_url is None:
-            os.chmod(self.work_dir, 0o711)  # PostgreSQL runs as 'postgres' and must reach its directory
         if self.redis_url is None:
             self.redis = await PrivateRedis(self.work_dir / "redis").start()
             self.redis_url = self.redis.url
