@@ -4,7 +4,7 @@ as the sticky front door (``haproxy.cfg.in``). ``chatlab cluster`` runs one; the
 tests, ``chatlab validate --cluster`` and ``benchmarks`` use it too."""
 
 from .components import ComponentFailed, HAProxy, MissingComponent, PrivatePostgres, PrivateRedis
-from .local import MAX_SERVERS, ClusterSpec, LocalCluster
+from .local import MAX_SERVERS, ClusterSpec, ClusterTarget, LocalCluster
 
-__all__ = ["MAX_SERVERS", "ClusterSpec", "ComponentFailed", "HAProxy", "LocalCluster", "MissingComponent",
+__all__ = ["MAX_SERVERS", "ClusterSpec", "ClusterTarget", "ComponentFailed", "HAProxy", "LocalCluster", "MissingComponent",
            "PrivatePostgres", "PrivateRedis"]

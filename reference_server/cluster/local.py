@@ -173,4 +173,36 @@ class LocalCluster:
         await self.stop()
 
 
-__all__ = ["ClusterSpec", "ComponentFailed", "LocalCluster", "MissingComponent", "ServerFailed"]
+class ClusterTarget:
+    """A cluster as the load generator's target (``reference_server.loadgen.runner.Target``):
+    clients reach HAProxy; the crash SIGKILLs server *victim* and restarts it."""
+
+    def __init__(self, cluster: LocalCluster, victim: int = 0) -> None:
+        self.cluster = cluster
+        self.victim = victim
+
+    @property
+    def port(self) -> int:
+        return self.cluster.port
+
+    @property
+    def url(self) -> str:
+        return self.cluster.url
+
+    @property
+    def proc(self) -> asyncio.subprocess.Process | None:
+        return self.cluster.haproxy.child.proc if self.cluster.haproxy is not None else None
+
+    def cpu_seconds(self) -> float:
+        """All connection servers' CPU seconds so far."""
+        return self.cluster.cpu_seconds()
+
+    async def kill(self) -> None:
+        await self.cluster.kill(self.victim)
+
+    async def start(self) -> None:
+        """Restart the victim; returns once HAProxy's health checks see it up."""
+        await self.cluster.restart(self.victim)
+
+
+__all__ = ["ClusterSpec", "ClusterTarget", "ComponentFailed", "LocalCluster", "MissingComponent", "ServerFailed"]
