@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster", default="0",
                    help="also crash one of this many servers behind HAProxy, 2-16 (default 0: no cluster run)")
     p.add_argument("--cluster-clients", default="200", help="clients in the cluster crash run (default 200)")
+    p.add_argument("--cluster-msg-rate", default="10",
+                   help="messages per minute per client in the cluster crash run (default 10)")
     p.add_argument("--cluster-downtime", default="5",
                    help="seconds between the SIGKILL and the restart in the cluster run (default 5)")
     p.add_argument("--db", default=None,
@@ -84,6 +86,12 @@ def run(args: argparse.Namespace) -> int:
         downtime = -1.0
     if not 0 <= downtime <= 60:
         raise UsageError(f"--cluster-downtime={args.cluster_downtime}: expected a number of seconds 0-60")
+    try:
+        ok_rate = 0 < float(args.cluster_msg_rate) <= 600
+    except ValueError:
+        ok_rate = False
+    if not ok_rate:
+        raise UsageError(f"--cluster-msg-rate={args.cluster_msg_rate}: expected a number in (0, 600]")
     if args.db is not None and not args.db.startswith(("postgresql://", "postgres://")):
         raise UsageError(f"--db={args.db}: expected postgresql://user@host:port/database")
     if args.merge and not args.out:
@@ -134,9 +142,12 @@ def run(args: argparse.Namespace) -> int:
     cluster_doc = None
     cluster_first: tuple = (None, None)
     if servers:
+        # A lighter message rate than the load levels: five processes besides the load generator
+        # share the machine, and what is compared is the reconnect storm, not throughput.
         csc = base.with_overrides({"clients": cluster_clients, "transports": "websocket",
+                                   "msg_rate_per_min": float(args.cluster_msg_rate),
                                    "crash_at_s": round(base.warmup_s + 0.4 * (base.duration_s - base.warmup_s), 1),
-                                   "downtime_s": downtime, "duration_s": base.duration_s + 5})
+                                   "downtime_s": downtime, "duration_s": base.duration_s + 5 + downtime})
         log(f"cluster crash: {servers} servers behind HAProxy, {cluster_clients} WebSocket clients, SIGKILL s1 at "
             f"{csc.crash_at_s:g} s, restart after {downtime:g} s{f' x {repeat} runs' if repeat > 1 else ''} ...")
         metas, sims = [], []

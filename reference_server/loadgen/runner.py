@@ -396,8 +396,9 @@ class LoadRun:
                 self._spawn(self._crash())
             drain = (cfg.poll_interval_s if cfg.transport == "short_polling" else 0.0) + 4 * cfg.rtt_ms / 1000 + 1.0
             end = self.t0 + cfg.duration_s + drain
-            while self.clock() < end:
-                await asyncio.sleep(min(0.5, end - self.clock()))
+            while self.clock() < end or (cfg.crash and self.crash is None and self.clock() < end + 60):
+                # (a crash run also waits, a minute at most, for the restart it began)
+                await asyncio.sleep(max(0.05, min(0.5, end - self.clock())))
                 if self.server.proc is not None and self.server.proc.returncode is not None \
                         and self.crash is not None:
                     raise ServerFailed(f"the server exited during the run (status {self.server.proc.returncode})")
