@@ -60,6 +60,7 @@ CLUSTER_CRASH_METRICS: list[tuple[str, str, str, float | None]] = [
     ("time to reconnect all (s)", "time_to_reconnect_all_s", "rel", 0.20),
     ("reconnect peak (connects/s)", "reconnect_peak_per_s", "rel", 0.25),
     ("connects refused or timed out", "connects_failed", "info", None),
+    ("reconnect attempt, median (ms)", "reconnect_connect_ms_median", "info", None),
     ("clients affected", "affected_clients", "info", None),
     ("presence flaps", "presence_flaps", "info", None),
     ("duplicates dropped by the clients", "duplicates_dropped_by_client", "info", None),
@@ -299,6 +300,10 @@ def run_cluster_crash_case(sc, transport: str, servers: int, redis_url: str | No
         int(sim.summary.get("connects_timed_out") or 0)
     sim.summary["duplicates_dropped_by_client"] = sim.summary.get("messages_duplicated")
     sim.summary["duplicates_after_dedup"] = int(sim.messages.duplicated(["msg", "recipient"]).sum())
+    # The model's successful attempt: TCP connect (a round trip), the request's one-way delay,
+    # connect_cpu_ms on an idle core, the answer's one-way delay.
+    csc = cluster_crash_scenario(sc, servers, meas.crash["downtime_s"])
+    sim.summary["reconnect_connect_ms_median"] = 2 * csc.rtt_ms + csc.connect_cpu_ms
     meas.crash["duplicates_after_dedup"] = meas.crash["messages_duplicated"]
     return meas, sim, None
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import random
 import os
+import random
+import statistics
 import tempfile
 import time
 import uuid
@@ -127,6 +128,11 @@ class _Client(ChatClient):
         self.reconnected_at: list[float] = []
         self.lost_at: list[float] = []
         self.failed_at: list[float] = []  # connect attempts that failed (refused, timed out, 5xx)
+        self.attempt_at: list[float] = []  # when each WebSocket connect attempt began
+
+    async def _ws_session(self) -> None:
+        self.attempt_at.append(self.clock())
+        await super()._ws_session()
 
     async def _poll_once(self) -> None:
         now = self.clock()
@@ -527,10 +533,28 @@ class LoadRun:
         affected_users = {self.names[i] for i, c in enumerate(self.clients) if any(t >= killed for t in c.lost_at)}
         flapped = {u for u, t in self.offline_seen if t >= killed and u in affected_users}
         failed = sum(1 for c in self.clients for t in c.failed_at if t >= killed)
+        # Where the time to reconnect goes, per affected client: noticing the loss, the backoff
+        # delay before the attempt that succeeded began, and that attempt (connect, upgrade,
+        # auth, resume until the 'resumed' frame).
+        detect, wait, connect = [], [], []
+        for c in self.clients:
+            lost = [t for t in c.lost_at if t >= killed]
+            back = [t for t in c.reconnected_at if t >= killed]
+            if not lost or not back:
+                continue
+            began = [t for t in c.attempt_at if lost[0] <= t <= back[0]]
+            detect.append(lost[0] - killed)
+            if began:
+                wait.append(began[-1] - lost[0])
+                connect.append(back[0] - began[-1])
+        phases = {f"reconnect_{name}_ms_{stat}": (1000.0 * f(v) if v else None)
+                  for name, v in (("detect", detect), ("wait", wait), ("connect", connect))
+                  for stat, f in (("median", statistics.median), ("max", max))}
         return {**self.crash,
                 "servers": max(1, self.cfg.cluster),
                 "affected_clients": affected,
                 "connects_failed": failed,
+                **phases,
                 "presence_flaps": len(flapped),
                 "time_to_reconnect_all_s": (max(back) - killed) if all_back else None,
                 "clients_not_reconnected": sum(1 for t in back if not math.isfinite(t)),
