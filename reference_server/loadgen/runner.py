@@ -538,15 +538,15 @@ class LoadRun:
         # auth, resume until the 'resumed' frame).
         detect, wait, connect = [], [], []
         for c in self.clients:
-            lost = [t for t in c.lost_at if t >= killed]
-            back = [t for t in c.reconnected_at if t >= killed]
-            if not lost or not back:
+            lost_t = [t for t in c.lost_at if t >= killed]
+            back_t = [t for t in c.reconnected_at if t >= killed]
+            if not lost_t or not back_t:
                 continue
-            began = [t for t in c.attempt_at if lost[0] <= t <= back[0]]
-            detect.append(lost[0] - killed)
+            began = [t for t in c.attempt_at if lost_t[0] <= t <= back_t[0]]
+            detect.append(lost_t[0] - killed)
             if began:
-                wait.append(began[-1] - lost[0])
-                connect.append(back[0] - began[-1])
+                wait.append(began[-1] - lost_t[0])
+                connect.append(back_t[0] - began[-1])
         phases = {f"reconnect_{name}_ms_{stat}": (1000.0 * f(v) if v else None)
                   for name, v in (("detect", detect), ("wait", wait), ("connect", connect))
                   for stat, f in (("median", statistics.median), ("max", max))}
