@@ -39,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cluster-downtime", default="5",
                    help="seconds between the SIGKILL and the restart in the cluster run (default 5)")
     p.add_argument("--db", default=None,
-                   help="PostgreSQL database for the cluster run (default: a private PostgreSQL per run)")
+                   help="an empty PostgreSQL database for the cluster run, one run only "
+                        "(default: a private PostgreSQL per run)")
     p.add_argument("--merge", action="store_true",
                    help="with --out: keep the rows of DIR/validation.json this run does not redo, and add "
                         "this run's panels below the existing figure")
@@ -94,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--cluster-msg-rate={args.cluster_msg_rate}: expected a number in (0, 600]")
     if args.db is not None and not args.db.startswith(("postgresql://", "postgres://")):
         raise UsageError(f"--db={args.db}: expected postgresql://user@host:port/database")
+    if args.db is not None and repeat > 1:
+        raise UsageError(f"--db={args.db}: one run per database (each run needs an empty one); "
+                         "leave --db out for a private PostgreSQL per run, or use --repeat 1")
     if args.merge and not args.out:
         raise UsageError("--merge: needs --out DIR (the table to merge into)")
     out = Path(args.out) if args.out else None

@@ -409,6 +409,8 @@ def _crash_panel(ax: Any, meas: Any, sim: Any, title: str) -> None:
              label="simulated connects/s")
     ax.set_title(title)
     ax.set_xlabel("t (s)")
+    if len(b):  # the simulation runs on until every client could be back; show the measured run
+        ax.set_xlim(0, float(b["t_s"].max()) + 2 * float(meas.config.bin_s))
     ax.legend(fontsize=7, loc="lower left")
     ax2.legend(fontsize=7, loc="lower right")
 
