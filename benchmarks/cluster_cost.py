@@ -13,7 +13,8 @@ runs (servers, HAProxy, Redis, every PostgreSQL process), and the latency percen
 the messages sent in the window. Redis and PostgreSQL are private ones started for the run.
 The load generator (clients and the counting proxy) runs in this process and is not counted.
 
-    python -m benchmarks.cluster_cost [--clients 200] [--servers 4] [--duration 30] [--repeat 1] [--json FILE]
+    python -m benchmarks.cluster_cost [--clients 100] [--rate 20] [--servers 4] [--duration 30] [--repeat 1]
+                                      [--json FILE]
 """
 
 from __future__ import annotations
@@ -65,9 +66,9 @@ def _cpu_of(cluster: LocalCluster | None, server: ServerProcess | None) -> dict[
             "postgres": process_tree_cpu(cluster.postgres.child.proc.pid)}
 
 
-def load_config(clients: int, duration: float, seed: int) -> LoadConfig:
+def load_config(clients: int, rate: float, duration: float, seed: int) -> LoadConfig:
     return LoadConfig.from_params({"clients": clients, "duration_s": duration, "warmup_s": 5.0,
-                                   "connect_ramp_s": 3.0, "rtt_ms": 0.0, "msg_rate_per_min": 30.0,
+                                   "connect_ramp_s": 3.0, "rtt_ms": 0.0, "msg_rate_per_min": rate,
                                    "group_size": 2, "payload_bytes": 100, "read_delay_s": 3.0,
                                    "receipts": True, "seed": seed}, transport="websocket")
 
@@ -118,7 +119,8 @@ def _median_rows(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.cluster_cost")
-    ap.add_argument("--clients", type=int, default=200)
+    ap.add_argument("--clients", type=int, default=100)
+    ap.add_argument("--rate", type=float, default=20.0, help="messages per minute per client")
     ap.add_argument("--servers", type=int, default=4)
     ap.add_argument("--duration", type=float, default=30.0)
     ap.add_argument("--repeat", type=int, default=1, help="rounds of the three set-ups (medians reported)")
@@ -129,16 +131,18 @@ def main(argv: list[str] | None = None) -> int:
     for k in range(a.repeat):  # interleaved, so that the machine's drift hits every set-up alike
         for name, n in setups:
             print(f"round {k + 1}: {name} ...", flush=True)
-            runs[name].append(asyncio.run(one(name, n, load_config(a.clients, a.duration, seed=1 + k))))
+            runs[name].append(asyncio.run(one(name, n, load_config(a.clients, a.rate, a.duration, seed=1 + k))))
     rows = [_median_rows(runs[name]) for name, _ in setups]
-    print(f"\n{a.clients} WebSocket clients, 30 msg/min each, one-to-one, receipts on, rtt 0; "
+    print(f"\n{a.clients} WebSocket clients, {a.rate:g} msg/min each, one-to-one, receipts on, rtt 0; "
           f"{a.duration:g} s runs; {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}); "
           f"median of {a.repeat} round(s)")
-    head = f"{'set-up':<32}{'CPU ms/msg servers':>20}{'CPU ms/msg all':>16}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+    head = (f"{'set-up':<32}{'CPU ms/msg servers':>20}{'CPU ms/msg all':>16}{'p50 ms':>9}{'p95 ms':>9}"
+            f"{'p99 ms':>9}{'failed sends':>14}")
     print(head)
     for r in rows:
         print(f"{r['setup']:<32}{r['cpu_ms_per_message_servers']:>20.3f}{r['cpu_ms_per_message_total']:>16.3f}"
-              f"{r['p50_ms']:>9.1f}{r['p95_ms']:>9.1f}{r['p99_ms']:>9.1f}")
+              f"{r['p50_ms']:>9.1f}{r['p95_ms']:>9.1f}{r['p99_ms']:>9.1f}"
+              f"{sum(x['send_failures'] for x in runs[r['setup']]):>14}")
     base = rows[0]["cpu_ms_per_message_total"]
     for r in rows[1:]:
         print(f"{r['setup']}: {r['cpu_ms_per_message_total'] / base:.2f}x the CPU per message of one process")

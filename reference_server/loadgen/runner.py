@@ -225,11 +225,15 @@ class LoadRun:
         self.crash: dict[str, Any] | None = None
         self.targets: dict[int, dict[str, str]] = {}
         self.offline_seen: list[tuple[str, float]] = []  # (user, when a contact saw it go offline)
+        self.stopping = False
 
     def rel(self, t: float) -> float:
         return t - self.t0
 
     def _spawn(self, coro: Any) -> None:
+        if self.stopping:  # the run is over: an event that arrives now starts nothing
+            coro.close()
+            return
         t = asyncio.create_task(coro)
         self.tasks.add(t)
         t.add_done_callback(self.tasks.discard)
@@ -409,6 +413,7 @@ class LoadRun:
                         and self.crash is not None:
                     raise ServerFailed(f"the server exited during the run (status {self.server.proc.returncode})")
         finally:
+            self.stopping = True
             for t in list(self.tasks):
                 t.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
