@@ -207,7 +207,13 @@ class PrivatePostgres:
         proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.DEVNULL,
                                                     stdout=asyncio.subprocess.PIPE,
                                                     stderr=asyncio.subprocess.STDOUT, **_as_user_kwargs(self.user))
-        out, _ = await proc.communicate()
+        try:
+            out, _ = await proc.communicate()
+        except asyncio.CancelledError:  # stopped while starting: leave nothing running
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise
         if proc.returncode != 0:
             last = out.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
             raise ComponentFailed(f"{what} failed (status {proc.returncode}): {last[0][:300]}")

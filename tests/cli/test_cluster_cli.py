@@ -25,8 +25,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def chatlab(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    # Without asyncio's debug mode (make test sets it): its slow-callback reports would be
+    # lines of stderr that a user of the command never sees.
     return subprocess.run([sys.executable, "-m", "chatlab.cli", "cluster", *args], capture_output=True, text=True,
-                          cwd=ROOT, timeout=timeout, env={**os.environ, **(env or {})})
+                          cwd=ROOT, timeout=timeout, env={**os.environ, "PYTHONASYNCIODEBUG": "", **(env or {})})
 
 
 def processes_naming(path: Path) -> list[str]:
