@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test test-fast typecheck bench bench-server node-packages services serve calibrate validate sweep-examples clean
+.PHONY: demo test test-fast typecheck bench bench-server bench-cluster node-packages services serve cluster calibrate validate validate-cluster sweep-examples clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,11 +58,23 @@ bench-server: $(VENV)/.installed services node-packages
 serve: $(VENV)/.installed
 	$(BIN)/chatlab serve
 
+# Four servers behind HAProxy on private Redis and PostgreSQL (installs them first if root).
+cluster: $(VENV)/.installed services
+	$(BIN)/chatlab cluster --servers 4
+
+# What four servers behind HAProxy cost on this machine against one (docs/PERFORMANCE.md).
+bench-cluster: $(VENV)/.installed services
+	$(BIN)/python -m benchmarks.cluster_cost --repeat 2
+
 calibrate: $(VENV)/.installed
 	$(BIN)/chatlab calibrate --scale 2
 
-validate: $(VENV)/.installed
-	$(BIN)/chatlab validate --repeat 3 --out data
+validate: $(VENV)/.installed services
+	$(BIN)/chatlab validate --repeat 3 --cluster 4 --out data
+
+# Only the cluster crash, merged into the committed table and figure.
+validate-cluster: $(VENV)/.installed services
+	$(BIN)/chatlab validate --transports none --crash-transport none --cluster 4 --repeat 3 --merge --out data
 
 # The example sweeps of docs/SWEEPS.md and their figures in docs/sweeps/ (about 20 min on 2 cores).
 # Interrupted? Run it again: --resume finishes each sweep where it stopped.

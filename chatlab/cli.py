@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("chatlab.calibrate_cmd", "measure the server's CPU per operation and header sizes into a scenario file"),
     "validate": ("chatlab.validate_cmd", "compare the simulation with load-generator measurements, per transport and load"),
     "serve": ("chatlab.serve_cmd", "run the reference chat server (embedded fakeredis + SQLite by default)"),
+    "cluster": ("chatlab.cluster_cmd", "run N reference servers behind HAProxy on a shared Redis and PostgreSQL"),
 }
 
 

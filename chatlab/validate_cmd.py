@@ -1,7 +1,9 @@
 """``chatlab validate``: for each transport and load level, start a fresh server process,
 run the load generator, run the simulation on the same parameters with the calibrated
 costs, and print one table (metric, simulated, measured, relative error, tolerance,
-pass); then a crash run (SIGKILL, restart, reconnect) against the crash model.
+pass); then a crash run (SIGKILL, restart, reconnect) against the crash model; with
+``--cluster N``, also a crash on N servers behind HAProxy (SIGKILL one, its clients move to
+the others, restart it after the downtime) against the crash model's cluster.
 Exit status 0 whether targets are met or not (the table says which); 1 if a run failed."""
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", metavar="FILE.toml", help="scenario file applied after the calibration")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                    help="override one parameter (repeatable)")
-    p.add_argument("--transports", default="short_polling,long_polling,websocket", help="comma list")
+    p.add_argument("--transports", default="short_polling,long_polling,websocket",
+                   help="comma list, or 'none' (no per-load cases)")
     p.add_argument("--levels", default="light,medium,high",
                    help="comma list of light, medium, high (target server CPU 10/30/60 %%)")
     p.add_argument("--max-clients", default="300", help="most clients in one run (default 300)")
@@ -26,7 +29,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crash-clients", default="100", help="clients in the crash run (default 100)")
     p.add_argument("--repeat", default="1",
                    help="runs per case, seeds seed, seed+1, ...; pooled (default 1; data/ uses 3)")
-    p.add_argument("--redis-url", default=None, help="Redis for the server (default: embedded fakeredis)")
+    p.add_argument("--redis-url", default=None,
+                   help="Redis for the server (default: embedded fakeredis; a private one for --cluster)")
+    p.add_argument("--cluster", default="0",
+                   help="also crash one of this many servers behind HAProxy, 2-16 (default 0: no cluster run)")
+    p.add_argument("--cluster-clients", default="200", help="clients in the cluster crash run (default 200)")
+    p.add_argument("--cluster-msg-rate", default="10",
+                   help="messages per minute per client in the cluster crash run (default 10)")
+    p.add_argument("--cluster-downtime", default="5",
+                   help="seconds between the SIGKILL and the restart in the cluster run (default 5)")
+    p.add_argument("--db", default=None,
+                   help="an empty PostgreSQL database for the cluster run, one run only "
+                        "(default: a private PostgreSQL per run)")
+    p.add_argument("--merge", action="store_true",
+                   help="with --out: keep the rows of DIR/validation.json this run does not redo, and add "
+                        "this run's panels below the existing figure")
     p.add_argument("--json", action="store_true", help="print the table as JSON")
     p.add_argument("--out", metavar="DIR", help="write validation.csv, validation.json and validation.png")
 
@@ -46,8 +63,10 @@ def run(args: argparse.Namespace) -> int:
     from . import validation as v
 
     transports = [t.strip() for t in args.transports.split(",") if t.strip()]
+    if transports == ["none"]:
+        transports = []
     bad = [t for t in transports if t not in TRANSPORTS]
-    if not transports or bad:
+    if (not transports and args.transports.strip() != "none") or bad:
         raise UsageError(f"--transports={args.transports}: expected a comma list of {', '.join(TRANSPORTS)}")
     levels = [x.strip() for x in args.levels.split(",") if x.strip()]
     if not levels or any(x not in v.LEVELS for x in levels):
@@ -60,6 +79,27 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--crash-transport={crash_t}: expected one of {', '.join(TRANSPORTS)} or none")
     if args.redis_url is not None and not args.redis_url.startswith(("redis://", "rediss://")):
         raise UsageError(f"--redis-url={args.redis_url}: expected redis://host:port/db")
+    servers = int(args.cluster) if args.cluster == "0" else _int("--cluster", args.cluster, 2, 16)
+    cluster_clients = _int("--cluster-clients", args.cluster_clients, 8, 2000)
+    try:
+        downtime = float(args.cluster_downtime)
+    except ValueError:
+        downtime = -1.0
+    if not 0 <= downtime <= 60:
+        raise UsageError(f"--cluster-downtime={args.cluster_downtime}: expected a number of seconds 0-60")
+    try:
+        ok_rate = 0 < float(args.cluster_msg_rate) <= 600
+    except ValueError:
+        ok_rate = False
+    if not ok_rate:
+        raise UsageError(f"--cluster-msg-rate={args.cluster_msg_rate}: expected a number in (0, 600]")
+    if args.db is not None and not args.db.startswith(("postgresql://", "postgres://")):
+        raise UsageError(f"--db={args.db}: expected postgresql://user@host:port/database")
+    if args.db is not None and repeat > 1:
+        raise UsageError(f"--db={args.db}: one run per database (each run needs an empty one); "
+                         "leave --db out for a private PostgreSQL per run, or use --repeat 1")
+    if args.merge and not args.out:
+        raise UsageError("--merge: needs --out DIR (the table to merge into)")
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():
         raise UsageError(f"--out={args.out}: exists and is not a directory")
@@ -103,16 +143,51 @@ def run(args: argparse.Namespace) -> int:
         crash = (metas[0], sims[0]) if metas else (None, None)  # the figure shows the first run
         pooled = v.pool_crash(metas, sims) if metas else (None, None)  # a failed run is reported above
         rows += v.crash_rows(crash_t, crash_clients, *pooled)
+    cluster_doc = None
+    cluster_first: tuple = (None, None)
+    if servers:
+        # A lighter message rate than the load levels: five processes besides the load generator
+        # share the machine, and what is compared is the reconnect storm, not throughput.
+        csc = base.with_overrides({"clients": cluster_clients, "transports": "websocket",
+                                   "msg_rate_per_min": float(args.cluster_msg_rate),
+                                   "crash_at_s": round(base.warmup_s + 0.4 * (base.duration_s - base.warmup_s), 1),
+                                   "downtime_s": downtime, "duration_s": base.duration_s + 5 + downtime})
+        log(f"cluster crash: {servers} servers behind HAProxy, {cluster_clients} WebSocket clients, SIGKILL s1 at "
+            f"{csc.crash_at_s:g} s, restart after {downtime:g} s{f' x {repeat} runs' if repeat > 1 else ''} ...")
+        metas, sims = [], []
+        for k in range(repeat):
+            meas, sim, err = v.run_cluster_crash_case(csc.with_overrides({"seed": csc.seed + k}), "websocket",
+                                                      servers, args.redis_url, args.db)
+            if err:
+                failed.append(err)
+                log(f"  failed: {err}")
+                break
+            metas.append(meas)
+            sims.append(sim)
+        cluster_first = (metas[0], sims[0]) if metas else (None, None)
+        cpooled = v.pool_crash(metas, sims) if metas else (None, None)
+        rows += v.crash_rows("websocket", cluster_clients, cpooled[0], cpooled[1],
+                             level=f"cluster crash ({servers} servers)", metrics=v.CLUSTER_CRASH_METRICS)
+        if cpooled[0] is not None:
+            cluster_doc = {"servers": servers, "measured": cpooled[0].crash,
+                           "simulated": cpooled[1].summary if cpooled[1] is not None else None}
     elapsed = time.monotonic() - started
     doc = {"calibration": calibration, "scenario": base.to_dict(), "levels": v.LEVELS, "repeat": repeat,
            "elapsed_s": round(elapsed, 1), "errors": failed, "rows": rows,
            "crash": None if pooled[0] is None else {
-               "measured": pooled[0].crash, "simulated": pooled[1].summary if pooled[1] is not None else None}}
+               "measured": pooled[0].crash, "simulated": pooled[1].summary if pooled[1] is not None else None},
+           "cluster_crash": cluster_doc}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+        if args.merge:
+            doc = v.merge_docs(out / "validation.json", doc)
+            rows = doc["rows"]
         v.write_csv(rows, out / "validation.csv")
         (out / "validation.json").write_text(v.dump_json(doc) + "\n", encoding="utf-8")
-        v.figure(cases, crash, out / "validation.png")
+        if args.merge and (out / "validation.png").exists():
+            v.add_cluster_panel(out / "validation.png", cluster_first)
+        else:
+            v.figure(cases, crash, out / "validation.png", cluster_first)
     if args.json:
         print(v.dump_json(doc))
     else:

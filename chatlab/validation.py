@@ -54,6 +54,19 @@ METRICS: list[tuple[str, str, str, float | None]] = [
 ]
 #: Latency rows that also get the measured quantile's distribution-free 95 % interval.
 QUANTILE_OF_PATH = {"latency_ms.p50": 0.50, "latency_ms.p95": 0.95}
+#: The cluster crash (``validate --cluster N``): the issue's targets are time to reconnect all
+#: within 20 %, reconnect peak within 25 %, loss and duplicates exactly 0; the rest is informational.
+CLUSTER_CRASH_METRICS: list[tuple[str, str, str, float | None]] = [
+    ("time to reconnect all (s)", "time_to_reconnect_all_s", "rel", 0.20),
+    ("reconnect peak (connects/s)", "reconnect_peak_per_s", "rel", 0.25),
+    ("connects refused or timed out", "connects_failed", "info", None),
+    ("reconnect attempt, median (ms)", "reconnect_connect_ms_median", "info", None),
+    ("clients affected", "affected_clients", "info", None),
+    ("presence flaps", "presence_flaps", "info", None),
+    ("duplicates dropped by the clients", "duplicates_dropped_by_client", "info", None),
+    ("messages lost", "messages_lost", "zero", 0.0),
+    ("messages duplicated after de-duplication", "duplicates_after_dedup", "zero", 0.0),
+]
 CRASH_METRICS: list[tuple[str, str, str, float | None]] = [
     ("time to reconnect all (s)", "time_to_reconnect_all_s", "rel", 0.20),
     ("reconnect peak (connects/s)", "reconnect_peak_per_s", "info", None),
@@ -252,6 +265,49 @@ def run_crash_case(sc, transport: str, redis_url: str | None) -> tuple[Any, Any,
     return meas, run_crash(csc, transport), None
 
 
+def cluster_crash_scenario(sc, servers: int, downtime_s: float):
+    """The crash model's scenario for a cluster crash run: *servers* servers, the first
+    SIGKILLed (a reset) for *downtime_s*, the ``queue`` design, and the session registry and
+    presence timings the reference server uses (``ServerConfig`` defaults)."""
+    from reference_server.config import ServerConfig
+
+    cfg = ServerConfig()
+    return sc.with_overrides({"servers": servers, "crashed_servers": 1, "fault": "servers", "crash_mode": "reset",
+                              "delivery_design": "queue", "downtime_s": round(downtime_s, 3),
+                              "registry_ttl_s": cfg.presence_ttl_s, "presence_ttl_s": cfg.presence_ttl_s,
+                              "presence_heartbeat_s": cfg.presence_heartbeat_s,
+                              "visibility_timeout_s": cfg.queue_visibility_timeout_s})
+
+
+def run_cluster_crash_case(sc, transport: str, servers: int, redis_url: str | None,
+                           db_url: str | None) -> tuple[Any, Any, str | None]:
+    """*servers* servers behind HAProxy; SIGKILL the first at crash_at_s, restart it after
+    downtime_s; then simulate the same crash with the measured downtime (kill until HAProxy
+    saw it up again)."""
+    from reference_server.loadgen import ServerFailed, run_load
+    from sim.crash import run_crash
+    cfg = load_config(sc, transport, crash=True, redis_url=redis_url, cluster=servers, db_url=db_url)
+    try:
+        meas = asyncio.run(asyncio.wait_for(run_load(cfg), cfg.duration_s + 180))
+    except (ServerFailed, asyncio.TimeoutError, OSError) as exc:
+        return None, None, f"cluster crash/{transport}: {exc or type(exc).__name__}"
+    if meas.crash is None:
+        return meas, None, f"cluster crash/{transport}: the crash did not happen"
+    sim = run_crash(cluster_crash_scenario(sc, servers, meas.crash["downtime_s"]), transport)
+    # The model's names for what the load generator counts: one count for "refused or timed
+    # out"; the drops by the clients' de-duplication; what reached the application twice.
+    sim.summary["connects_failed"] = int(sim.summary.get("connects_rejected") or 0) + \
+        int(sim.summary.get("connects_timed_out") or 0)
+    sim.summary["duplicates_dropped_by_client"] = sim.summary.get("messages_duplicated")
+    sim.summary["duplicates_after_dedup"] = int(sim.messages.duplicated(["msg", "recipient"]).sum())
+    # The model's successful attempt: TCP connect (a round trip), the request's one-way delay,
+    # connect_cpu_ms on an idle core, the answer's one-way delay.
+    csc = cluster_crash_scenario(sc, servers, meas.crash["downtime_s"])
+    sim.summary["reconnect_connect_ms_median"] = 2 * csc.rtt_ms + csc.connect_cpu_ms
+    meas.crash["duplicates_after_dedup"] = meas.crash["messages_duplicated"]
+    return meas, sim, None
+
+
 def table_rows(cases: list[Case]) -> list[dict[str, Any]]:
     """One row per case and metric. Latency quantile rows also carry the measured quantile's
     95 % interval (``measured_ci_low``/``_high``, chatcore.stats.quantile_ci): how far the
@@ -289,12 +345,13 @@ def _spread(row: dict[str, Any], meas: Any, path: str) -> None:
         row["measured_min"], row["measured_max"] = min(nums), max(nums)
 
 
-def crash_rows(transport: str, clients: int, meas: Any, sim: Any) -> list[dict[str, Any]]:
+def crash_rows(transport: str, clients: int, meas: Any, sim: Any, level: str = "crash",
+               metrics: list[tuple[str, str, str, float | None]] | None = None) -> list[dict[str, Any]]:
     rows = []
-    for label, key, kind, tol in CRASH_METRICS:
+    for label, key, kind, tol in (metrics or CRASH_METRICS):
         sim_v = sim.summary.get(key) if sim is not None else None
         meas_v = meas.crash.get(key) if meas is not None and meas.crash else None
-        rows.append(compare_row(transport, "crash", label, kind, tol, sim_v, meas_v))
+        rows.append(compare_row(transport, level, label, kind, tol, sim_v, meas_v))
         rows[-1]["clients"] = clients
         _spread(rows[-1], meas, key)
     return rows
@@ -340,16 +397,43 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
             w.writerow(r)
 
 
-def figure(cases: list[Case], crash: tuple[Any, Any] | None, path: Path) -> None:
-    """Latency CDFs (simulated dashed, measured solid) per transport, and requests/s and
-    bytes per message side by side per case."""
+def _crash_panel(ax: Any, meas: Any, sim: Any, title: str) -> None:
+    """Clients connected (left axis) and connects/s (right axis), measured solid and
+    simulated dashed, over the run."""
+    b = meas.bins
+    ax.plot(b["t_s"], b.get("connected_clients"), "-", label="measured connected")
+    ax.plot(sim.bins["t_s"], sim.bins["connected_clients"], "--", label="simulated connected")
+    ax2 = ax.twinx()
+    ax2.plot(b["t_s"], b.get("connect_attempts_per_s"), "-", color="C3", alpha=0.6, label="measured connects/s")
+    ax2.plot(sim.bins["t_s"], sim.bins["connect_attempts_per_s"], "--", color="C3", alpha=0.6,
+             label="simulated connects/s")
+    ax.set_title(title)
+    ax.set_xlabel("t (s)")
+    if len(b):  # the simulation runs on until every client could be back; show the measured run
+        ax.set_xlim(0, float(b["t_s"].max()) + 2 * float(meas.config.bin_s))
+    ax.legend(fontsize=7, loc="lower left")
+    ax2.legend(fontsize=7, loc="lower right")
+
+
+def _cluster_title(meas: Any) -> str:
+    c = meas.crash or {}
+    return (f"cluster crash: 1 of {c.get('servers', '?')} servers killed, "
+            f"{c.get('downtime_s', 0):.1f} s down ({meas.config.transport})")
+
+
+def figure(cases: list[Case], crash: tuple[Any, Any] | None, path: Path,
+           cluster: tuple[Any, Any] | None = None) -> None:
+    """Latency CDFs (simulated dashed, measured solid) per transport, requests/s and
+    bytes per message side by side per case, the crash run, and the cluster crash run."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
+    has_cluster = cluster is not None and cluster[0] is not None and cluster[1] is not None
     transports = list(dict.fromkeys(c.transport for c in cases))
-    fig, axes = plt.subplots(2, max(3, len(transports)), figsize=(15, 8.5))
+    ncols = max(4 if has_cluster else 3, len(transports))
+    fig, axes = plt.subplots(2, ncols, figsize=(5 * ncols, 8.5))
     for j, t in enumerate(transports):
         ax = axes[0][j]
         for k, c in enumerate(x for x in cases if x.transport == t):
@@ -378,29 +462,65 @@ def figure(cases: list[Case], crash: tuple[Any, Any] | None, path: Path) -> None
         ax.set_xticks(x, labels, fontsize=7)
         ax.set_title(title)
         ax.legend(fontsize=8)
-    ax = axes[1][2]
     if crash is not None and crash[0] is not None and crash[1] is not None:
-        meas, sim = crash
-        b = meas.bins
-        ax.plot(b["t_s"], b.get("connected_clients"), "-", label="measured connected")
-        ax.plot(sim.bins["t_s"], sim.bins["connected_clients"], "--", label="simulated connected")
-        ax2 = ax.twinx()
-        ax2.plot(b["t_s"], b.get("connect_attempts_per_s"), "-", color="C3", alpha=0.6, label="measured connects/s")
-        ax2.plot(sim.bins["t_s"], sim.bins["connect_attempts_per_s"], "--", color="C3", alpha=0.6,
-                 label="simulated connects/s")
-        ax.set_title(f"crash ({meas.config.transport}): clients connected, connects/s")
-        ax.set_xlabel("t (s)")
-        ax.legend(fontsize=7, loc="lower left")
-        ax2.legend(fontsize=7, loc="lower right")
+        _crash_panel(axes[1][2], crash[0], crash[1], f"crash ({crash[0].config.transport}): clients connected, "
+                                                     "connects/s")
     else:
-        ax.axis("off")
+        axes[1][2].axis("off")
+    if has_cluster:
+        assert cluster is not None
+        _crash_panel(axes[1][3], cluster[0], cluster[1], _cluster_title(cluster[0]))
     for j in range(len(transports), axes.shape[1]):
         axes[0][j].axis("off")
-    for j in range(3, axes.shape[1]):
+    for j in range(4 if has_cluster else 3, axes.shape[1]):
         axes[1][j].axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def add_cluster_panel(path: Path, cluster: tuple[Any, Any]) -> None:
+    """``validate --merge``: the existing figure at *path*, unchanged, with the cluster crash
+    run's panel added below it (the single-server cases were not run again)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    if cluster[0] is None or cluster[1] is None:
+        return
+    old = mpimg.imread(path)
+    h, w = old.shape[:2]
+    dpi = 110
+    panel_h = 4.2
+    fig = plt.figure(figsize=(w / dpi, h / dpi + panel_h), dpi=dpi)
+    top = fig.add_axes((0, panel_h / (h / dpi + panel_h), 1, (h / dpi) / (h / dpi + panel_h)))
+    top.imshow(old)
+    top.axis("off")
+    ax = fig.add_axes((0.06, 0.05 * 8.5 / (h / dpi + panel_h), 0.4, 0.75 * panel_h / (h / dpi + panel_h)))
+    _crash_panel(ax, cluster[0], cluster[1], _cluster_title(cluster[0]))
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
+def merge_docs(path: Path, new: dict[str, Any]) -> dict[str, Any]:
+    """``validate --merge``: the table in *path* with this run's rows in place of the rows
+    of the same (transport, level), and this run's rows that are new added at the end."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return new
+    redone = {(r["transport"], r["level"]) for r in new["rows"]}
+    rows = [r for r in old.get("rows", []) if (r["transport"], r["level"]) not in redone] + new["rows"]
+    merged = {**old, "rows": rows}
+    for key in ("cluster_crash",):
+        if new.get(key) is not None:
+            merged[key] = new[key]
+    merged.setdefault("merged_runs", []).append(
+        {"elapsed_s": new["elapsed_s"], "calibration": new["calibration"], "repeat": new["repeat"],
+         "errors": new["errors"], "levels_redone": sorted({lvl for _, lvl in redone}),
+         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return merged
 
 
 def machine_metadata() -> dict[str, Any]:

@@ -5,7 +5,9 @@ past saturation: acks keep coming, delivery falls to nothing).
 Three signals, each with a bound in :class:`~reference_server.config.ServerConfig`:
 
 * **delivery lag**: how long the oldest item accepted by this process has waited for
-  its fan-out (committed, queued, not yet in the recipients' logs);
+  its fan-out (committed, queued, not yet in the recipients' logs); in a cluster, until a
+  consumer takes it, and then in the process whose consumer took it until its fan-out
+  commits (``delivery.py``);
 * **commit wait**: how long the oldest write has waited for its group commit;
 * **event-loop lag**: how late a timer that should fire every ``loop_probe_ms`` fires;
   on one core this is the first sign that the process has more work than CPU.

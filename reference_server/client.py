@@ -11,6 +11,15 @@ injectable ``clock`` so a load generator can measure latency.
 Kept cheap per client (one task, no threads) and given an injectable
 ``aiohttp.ClientSession`` so that many clients can share one connection pool.
 
+Behind a sticky load balancer (``chatlab cluster``: HAProxy's ``SERVERID`` cookie), pass
+``route_cookie="SERVERID"``: the client keeps that cookie for itself, taken from every
+``Set-Cookie`` it gets (HTTP answers and the WebSocket handshake's), and sends it on every
+request and WebSocket handshake, so it stays on its server, and follows the balancer when
+it moves it. It is per client, not per session: clients sharing one session (and its cookie
+jar) would otherwise all stick to one server. A shared session should not keep the cookie in
+its own jar (``cookie_jar=aiohttp.DummyCookieJar()``); aiohttp's default jar ignores cookies
+from IP addresses anyway.
+
     client = ChatClient("http://127.0.0.1:8080", "alice", "pw", transport="websocket")
     await client.register(); await client.start()
     ack = await client.send("hi", to="bob")
@@ -27,6 +36,7 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
 import aiohttp
@@ -67,7 +77,7 @@ class ChatClient:
                  rng: random.Random | None = None, poll_interval: float = 1.0, longpoll_timeout: float = 30.0,
                  ws_compression: bool = False, send_timeout: float = 10.0, send_attempts: int = 5,
                  on_event: EventCallback | None = None, clock: Callable[[], float] = time.monotonic,
-                 cursor: str | None = None) -> None:
+                 cursor: str | None = None, route_cookie: str | None = None) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"transport={transport!r}: expected one of {', '.join(TRANSPORTS)}")
         self.base_url = base_url.rstrip("/")
@@ -88,6 +98,9 @@ class ChatClient:
         self.duplicates_dropped = 0
         #: Sends and receipts the server refused with 429 and this client resent later.
         self.refusals = 0
+        #: The load balancer's cookie name (None: none), and this client's value of it.
+        self.route_cookie = route_cookie
+        self.route: str | None = None
         self._session = session
         self._own_session = session is None
         self._seen: set[tuple[str, int]] = set()
@@ -102,11 +115,29 @@ class ChatClient:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            # Its own jar would add the balancer's cookie itself (for host names); the client
+            # sends the route cookie explicitly instead.
+            self._session = aiohttp.ClientSession(
+                cookie_jar=aiohttp.DummyCookieJar() if self.route_cookie else None)
         return self._session
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        if self.route_cookie and self.route:
+            headers["Cookie"] = f"{self.route_cookie}={self.route}"
+        return headers
+
+    def _take_route(self, set_cookie_headers: list[str]) -> None:
+        """Keep the load balancer's cookie from these ``Set-Cookie`` values, if one names it."""
+        if not self.route_cookie:
+            return
+        for text in set_cookie_headers:
+            jar: SimpleCookie = SimpleCookie()
+            with contextlib.suppress(CookieError):
+                jar.load(text)
+            morsel = jar.get(self.route_cookie)
+            if morsel is not None and morsel.value:
+                self.route = morsel.value
 
     async def _request(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None,
                        timeout: float = 30.0) -> Any:
@@ -119,11 +150,15 @@ class ChatClient:
                     timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
                 raw = await resp.read()
                 status = resp.status
+                self._take_route(resp.headers.getall("Set-Cookie", []))
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise _Retry(str(exc)) from exc
-        data = json.loads(raw) if raw else {}
-        if status >= 500:
+        if status >= 500:  # the server's, or a load balancer's with no server to send to
             raise _Retry(f"HTTP {status}")
+        try:
+            data = json.loads(raw) if raw else {}
+        except ValueError:  # not the server's JSON: a proxy's page
+            raise _Retry(f"HTTP {status}: not JSON") from None
         if status >= 400:
             raise ChatError(status, data)
         return data
@@ -359,9 +394,12 @@ class ChatClient:
         """Connect, authenticate, resume from the cursor, then read frames until closed."""
         url = "ws" + self.base_url[len("http"):] + "/ws"
         self._move(ConnectionState.CONNECTING)
+        cookie = {"Cookie": f"{self.route_cookie}={self.route}"} if self.route_cookie and self.route else None
         ws = await asyncio.wait_for(websockets.connect(
-            url, compression="deflate" if self.ws_compression else None,
+            url, compression="deflate" if self.ws_compression else None, additional_headers=cookie,
             max_size=4 * MAX_BODY_BYTES + 4 * 4000 * 4, open_timeout=10, ping_interval=None), 15)
+        if ws.response is not None:
+            self._take_route(ws.response.headers.get_all("Set-Cookie"))
         self._ws = ws
         await ws.send(encode({"type": "auth", "token": self.token}).decode())
         await ws.send(encode({"type": "resume", "after": self.cursor}).decode())

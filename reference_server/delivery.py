@@ -26,6 +26,16 @@ Failure handling, in order of likelihood:
   and the whole outbox is queued again. Nothing acknowledged to a client is lost,
   because the outbox is in SQLite.
 
+Admission's delivery lag (admission.py) is the age of the oldest item accepted here and
+not yet handed to a consumer, or taken by this process's consumer and not yet in the logs.
+With one server both are this process's. In a cluster another server's consumer may take
+an item accepted here: every ``HANDED_OUT_CHECK_S`` this process asks Redis which entries
+the group has handed out (its last-delivered-id) and stops counting their items, and each
+consumer counts what it took until its fan-out commits. So a server refuses writes for its
+own backlog and for a queue nobody reads, but not for items that another server's consumer
+took and then died with (those are re-queued: by its restart, or after the visibility
+timeout).
+
 Waiting for work: XREADGROUP is called without BLOCK. The producer is this process, so
 the publisher wakes the consumer at once; with nothing to do it asks Redis again every
 ``queue_poll_ms`` (entries from other producers, or left from before a restart). This
@@ -36,6 +46,7 @@ the reader at shutdown.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import Callable
@@ -54,6 +65,14 @@ log = logging.getLogger(__name__)
 
 #: Fan-out transactions the consumer may have waiting for their commits at once.
 MAX_FAN_OUTS = 4
+#: In a cluster: how often a server asks Redis which of the items it accepted another
+#: server's consumer has taken (well under admission's 250 ms delivery-lag bound).
+HANDED_OUT_CHECK_S = 0.05
+
+
+def _entry_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 class DeliveryService:
@@ -77,6 +96,11 @@ class DeliveryService:
         #: Outbox rows accepted here and not yet fanned out -> when they were enqueued
         #: (monotonic), oldest first: the admission rule reads the oldest's age.
         self._inflight: dict[int, float] = {}
+        #: In a cluster: the stream entry each published in-flight item went out in.
+        self._entry_of: dict[int, str] = {}
+        #: Entries this process's consumer has taken and not yet fanned out -> their
+        #: queued-at (wall ms): they count in the delivery lag here, wherever accepted.
+        self._taken: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
@@ -95,6 +119,10 @@ class DeliveryService:
             asyncio.create_task(self._consume(), name="delivery-consume"),
             asyncio.create_task(run_every(self._stop, self.config.queue_reclaim_every_s, self._reclaim_pass,
                                           "reclaim pass"), name="delivery-reclaim")]
+        if self.config.server_id:
+            self._tasks.append(asyncio.create_task(
+                run_every(self._stop, HANDED_OUT_CHECK_S, self._forget_handed_out, "handed-out check"),
+                name="delivery-handed-out"))
 
     async def stop(self) -> None:
         self._wakeup.set()
@@ -108,10 +136,31 @@ class DeliveryService:
         return len(self._inflight)
 
     def oldest_age(self, now: float) -> float:
-        """Seconds the oldest item accepted here has waited for its fan-out (0 if none)."""
+        """Seconds the oldest item has waited that this process answers for: accepted here
+        and not yet taken by a consumer, or taken by this one and not yet fanned out (0 if
+        none). See the module docstring."""
+        age = 0.0
         for t in self._inflight.values():
-            return now - t
-        return 0.0
+            age = now - t
+            break
+        for queued_ms in self._taken.values():
+            age = max(age, (self.clock.wall_ms() - queued_ms) / 1000.0)
+            break
+        return age
+
+    async def _forget_handed_out(self) -> None:
+        """Cluster only: stop counting the items accepted here whose entries the group has
+        handed to a consumer (that consumer counts them until its fan-out commits)."""
+        if not self._entry_of:
+            return
+        last = await self.queue.last_delivered()
+        if last is None:
+            return
+        upto = _entry_key(last)
+        for oid, entry_id in list(self._entry_of.items()):
+            if _entry_key(entry_id) <= upto:
+                del self._entry_of[oid]
+                self._inflight.pop(oid, None)
 
     def healthy(self, now: float) -> bool:
         """The consumer read the queue recently (it polls every ``queue_poll_ms`` when idle)."""
@@ -136,8 +185,12 @@ class DeliveryService:
                 continue
             items, self._to_publish = self._to_publish, []
             try:
-                await self.queue.publish(items)
+                entry_id = await self.queue.publish(items)
                 failures = 0
+                if self.config.server_id:
+                    for item in items:
+                        if item.outbox_id in self._inflight:
+                            self._entry_of[item.outbox_id] = entry_id
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -198,6 +251,7 @@ class DeliveryService:
             if i not in failed:
                 self._queued_outbox.discard(item.outbox_id)
                 self._inflight.pop(item.outbox_id, None)
+                self._entry_of.pop(item.outbox_id, None)
         return ok
 
     async def handle(self, entries: list[Entry]) -> list[str]:
@@ -236,6 +290,7 @@ class DeliveryService:
         for oid in outbox:
             self._queued_outbox.discard(oid)
             self._inflight.pop(oid, None)
+            self._entry_of.pop(oid, None)
         self.metrics.dead_letters.inc(len(items))
 
     async def _attempt(self, entries: list[Entry]) -> None:
@@ -255,9 +310,11 @@ class DeliveryService:
         acks: list[str] = []       # entries whose fan-out is pushed, to XACK with the next read
         in_flight = 0
 
-        def fanned_out(ok: list[str] | None) -> None:
+        def fanned_out(entries: list[Entry], ok: list[str] | None) -> None:
             nonlocal in_flight
             in_flight -= 1
+            for e in entries:  # done, or left pending for the reclaimer: no longer this consumer's
+                self._taken.pop(e.entry_id, None)
             if ok:
                 acks.extend(ok)
             self._wakeup.set()
@@ -285,7 +342,9 @@ class DeliveryService:
                 continue
             if entries:
                 in_flight += 1
-                self._fan_out(entries, fanned_out)
+                for e in entries:
+                    self._taken[e.entry_id] = e.queued_at_ms
+                self._fan_out(entries, functools.partial(fanned_out, entries))
                 if len(entries) == self.config.queue_batch:
                     continue  # a full batch: more may be waiting
             # Wait for a new entry (the publisher wakes us) or a finished fan-out to acknowledge.

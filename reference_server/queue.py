@@ -191,6 +191,16 @@ class DeliveryQueue:
             lag = len(after)
         return int(group.get("pending", 0)) + int(lag)
 
+    async def last_delivered(self) -> str | None:
+        """The group's last-delivered-id: every entry up to it has been handed to some
+        consumer (None: no stream or group yet)."""
+        try:
+            groups: list[dict[str, Any]] = await self.redis.xinfo_groups(self.stream)
+        except ResponseError:
+            return None
+        group = next((g for g in groups if g.get("name") == GROUP), None)
+        return None if group is None else str(group["last-delivered-id"])
+
     async def has_group(self) -> bool:
         """Whether Redis still has the consumer group (for /healthz)."""
         try:

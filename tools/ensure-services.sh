@@ -6,7 +6,10 @@
 #     under /tmp/chatlab-pg (trust authentication on loopback only), so nothing of the
 #     machine's own configuration changes;
 #   - Debian's Chromium for the browser tests (Playwright drives it by executable path,
-#     it never downloads a browser of its own).
+#     it never downloads a browser of its own);
+#   - Debian's HAProxy for `chatlab cluster` and the cluster tests, and the redis-server
+#     and PostgreSQL programs (installed only: each cluster runs private ones of its own
+#     from a generated configuration; the packages' own services are not changed).
 # Idempotent: a machine that has both already is left alone.
 set -euo pipefail
 
@@ -78,4 +81,17 @@ if [ -x "$chromium" ]; then
 else
   apt_install chromium
   echo "ensure-services: installed Chromium"
+fi
+
+# `chatlab cluster` starts private Redis and PostgreSQL servers of its own: their programs
+# must be installed even where a Redis or PostgreSQL already answers.
+command -v redis-server >/dev/null || apt_install redis-server
+ls -d /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || apt_install postgresql
+
+haproxy=${CHATLAB_HAPROXY:-haproxy}
+if command -v "$haproxy" >/dev/null; then
+  echo "ensure-services: HAProxy at $(command -v "$haproxy")"
+else
+  apt_install haproxy
+  echo "ensure-services: installed HAProxy"
 fi

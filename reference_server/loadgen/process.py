@@ -1,6 +1,6 @@
 """The reference server as a separate process (:class:`ServerProcess`), so that its CPU is
 its own and can be read from ``/proc/<pid>/stat`` and so that it can be killed (SIGKILL) and
-restarted. The process runs ``python -m reference_server.loadgen.server_proc``
+restarted. The child runs ``python -m reference_server.loadgen.server_proc``
 (:mod:`.server_proc`)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS  # fields 14 and 15 of proc(5)
 
 
+def die_with_parent(sig: int) -> Callable[[], None]:
+    """A ``preexec_fn`` asking Linux to send *sig* to the child when its parent dies
+    (``prctl(PR_SET_PDEATHSIG)``); elsewhere it does nothing."""
+    def preexec() -> None:
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, sig, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    return preexec
+
+
 class ServerFailed(RuntimeError):
     """The server did not start or stopped answering; the message says why."""
 
@@ -41,6 +53,14 @@ class ServerProcess:
     redis_prefix: str = "chatlab"
     port: int = 0
     start_timeout_s: float = 20.0
+    #: A server of a cluster: its name, and the shared PostgreSQL database (docs/server.md).
+    server_id: str = ""
+    db_url: str | None = None
+    #: "loadtest" (rate limit raised, cheap scrypt) or "default" (the server as users run it).
+    profile: str = "loadtest"
+    #: Linux: the signal the child gets if this process dies first (0: none), so that a
+    #: supervisor killed without a chance to clean up leaves no server behind.
+    parent_death_signal: int = 0
     proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -63,8 +83,16 @@ class ServerProcess:
                "--data-dir", str(self.data_dir), "--redis-prefix", self.redis_prefix]
         if self.redis_url:
             cmd += ["--redis-url", self.redis_url]
-        self.proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=log,
-                                                         stdin=asyncio.subprocess.DEVNULL)
+        if self.server_id:
+            cmd += ["--server-id", self.server_id]
+        if self.db_url:
+            cmd += ["--db-url", self.db_url]
+        if self.profile != "loadtest":
+            cmd += ["--profile", self.profile]
+        self.proc = await asyncio.create_subprocess_exec(
+            *cmd, stdout=asyncio.subprocess.PIPE, stderr=log, stdin=asyncio.subprocess.DEVNULL,
+            preexec_fn=die_with_parent(self.parent_death_signal) if self.parent_death_signal else None,
+            start_new_session=bool(self.parent_death_signal))
         log.close()
         assert self.proc.stdout is not None
         try:

@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import random
 import os
+import random
+import statistics
 import tempfile
 import time
 import uuid
@@ -28,7 +29,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol
 
 import aiohttp
 import numpy as np
@@ -65,6 +66,11 @@ class LoadConfig:
     crash: bool = False  # SIGKILL the server at crash_at_s and restart it at once (fault servers, reset)
     redis_url: str | None = None
     setup_timeout_s: float = 120.0
+    #: > 0: run against that many servers behind HAProxy (reference_server.cluster), clients
+    #: sticky by its cookie; the crash kills the first server and restarts it after downtime_s.
+    cluster: int = 0
+    #: The cluster's PostgreSQL database (None: a private PostgreSQL for the run).
+    db_url: str | None = None
 
     def __getattr__(self, name: str) -> Any:
         params = self.__dict__.get("params")
@@ -74,7 +80,8 @@ class LoadConfig:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], *, transport: str = "websocket", crash: bool = False,
-                    redis_url: str | None = None, setup_timeout_s: float = 120.0) -> "LoadConfig":
+                    redis_url: str | None = None, setup_timeout_s: float = 120.0, cluster: int = 0,
+                    db_url: str | None = None) -> "LoadConfig":
         """From parameter values (typed or ``--set`` text; the rest take their defaults). An unknown
         name or a value out of its limits raises :class:`chatcore.params.ParameterError`."""
         values = spec.with_overrides(spec.DEFAULTS, params)
@@ -86,12 +93,15 @@ class LoadConfig:
         if crash and not 0 < values["crash_at_s"] < values["duration_s"]:
             raise ParameterError("crash_at_s", spec.show(values["crash_at_s"]),
                                  f"a number in (0, duration_s) ({spec.show(values['duration_s'])}) for a crash run")
-        return cls(MappingProxyType(values), transport, crash, redis_url, setup_timeout_s)
+        if cluster and crash and values["crash_at_s"] + values["downtime_s"] >= values["duration_s"]:
+            raise ParameterError("downtime_s", spec.show(values["downtime_s"]),
+                                 "a number with crash_at_s + downtime_s < duration_s for a cluster crash run")
+        return cls(MappingProxyType(values), transport, crash, redis_url, setup_timeout_s, cluster, db_url)
 
     def to_dict(self) -> dict[str, Any]:
         """The run's settings and every parameter, JSON-ready."""
         return jsonable({"transport": self.transport, "crash": self.crash, "redis_url": self.redis_url,
-                         "setup_timeout_s": self.setup_timeout_s, **self.params})
+                         "setup_timeout_s": self.setup_timeout_s, "cluster": self.cluster, **self.params})
 
 
 @dataclass
@@ -117,6 +127,12 @@ class _Client(ChatClient):
         super().__init__(*a, **kw)
         self.reconnected_at: list[float] = []
         self.lost_at: list[float] = []
+        self.failed_at: list[float] = []  # connect attempts that failed (refused, timed out, 5xx)
+        self.attempt_at: list[float] = []  # when each WebSocket connect attempt began
+
+    async def _ws_session(self) -> None:
+        self.attempt_at.append(self.clock())
+        await super()._ws_session()
 
     async def _poll_once(self) -> None:
         now = self.clock()
@@ -136,6 +152,8 @@ class _Client(ChatClient):
     async def _back_off(self) -> None:
         if self.state == ConnectionState.CONNECTED:
             self.lost_at.append(self.clock())
+        elif self.lost_at:
+            self.failed_at.append(self.clock())
         await super()._back_off()
 
 
@@ -165,10 +183,26 @@ async def _gather_limited(coros: list[Any], limit: int, timeout: float, what: st
         raise ServerFailed(f"{what} did not finish within {timeout:g} s") from None
 
 
+class Target(Protocol):
+    """What a run drives and may crash: one server process (:class:`ServerProcess`) or a
+    cluster behind HAProxy (``reference_server.cluster.ClusterTarget``)."""
+
+    @property
+    def port(self) -> int: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def proc(self) -> asyncio.subprocess.Process | None: ...
+
+    def cpu_seconds(self) -> float: ...
+    async def kill(self) -> None: ...
+    async def start(self) -> Any: ...
+
+
 class LoadRun:
     """One run; :func:`run_load` is the usual entry point."""
 
-    def __init__(self, cfg: LoadConfig, server: ServerProcess) -> None:
+    def __init__(self, cfg: LoadConfig, server: Target) -> None:
         self.cfg = cfg
         self.server = server
         self.wl: Workload = draw(cfg.clients, cfg.msg_rate_per_min, cfg.group_size, cfg.duration_s,
@@ -190,11 +224,16 @@ class LoadRun:
         self.loop_lag: list[tuple[float, float]] = []  # (at_s, ms late)
         self.crash: dict[str, Any] | None = None
         self.targets: dict[int, dict[str, str]] = {}
+        self.offline_seen: list[tuple[str, float]] = []  # (user, when a contact saw it go offline)
+        self.stopping = False
 
     def rel(self, t: float) -> float:
         return t - self.t0
 
     def _spawn(self, coro: Any) -> None:
+        if self.stopping:  # the run is over: an event that arrives now starts nothing
+            coro.close()
+            return
         t = asyncio.create_task(coro)
         self.tasks.add(t)
         t.add_done_callback(self.tasks.discard)
@@ -226,6 +265,10 @@ class LoadRun:
     # --- receiving ----------------------------------------------------------------------
     def on_event(self, idx: int, event: dict[str, Any], t: float) -> None:
         kind = event.get("type")
+        if kind == "presence":
+            if event.get("status") == "offline":
+                self.offline_seen.append((str(event.get("user")), t))
+            return
         if kind == "message":
             cmid = str(event.get("client_msg_id", ""))
             if len(cmid) != 32 or not cmid.startswith(self.prefix):
@@ -319,7 +362,9 @@ class LoadRun:
         cpu_before = self.server.cpu_seconds()
         killed = self.clock()
         await self.server.kill()
-        await self.server.start()  # same port, same data directory
+        if self.cfg.cluster:  # the scenario's downtime, then the restart (HAProxy sees it up)
+            await asyncio.sleep(max(0.0, killed + self.cfg.downtime_s - self.clock()))
+        await self.server.start()  # same port, same data directory (or database)
         up = self.clock()
         self.crash = {"killed_at_s": self.rel(killed), "restarted_at_s": self.rel(up),
                       "downtime_s": up - killed, "cpu_before_kill_s": cpu_before}
@@ -336,13 +381,15 @@ class LoadRun:
         try:
             for i, name in enumerate(self.names):
                 session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
-                    keepalive_timeout=cfg.http_keepalive_s, limit=8))
+                    keepalive_timeout=cfg.http_keepalive_s, limit=8),
+                    cookie_jar=aiohttp.DummyCookieJar() if cfg.cluster else None)
                 c = _Client(proxy.url, name, "pw", transport=cfg.transport, session=session,
                             reconnect_policy=cfg.reconnect_policy, backoff_base=cfg.backoff_base_s,
                             backoff_cap=cfg.backoff_cap_s,
                             rng=random.Random(cfg.seed * 100_003 + i),
                             poll_interval=cfg.poll_interval_s, longpoll_timeout=cfg.long_poll_timeout_s,
-                            on_event=lambda e, t, i=i: self.on_event(i, e, t), clock=self.clock)
+                            on_event=lambda e, t, i=i: self.on_event(i, e, t), clock=self.clock,
+                            route_cookie="SERVERID" if cfg.cluster else None)
                 c.token = tokens[name]
                 self.clients.append(c)
             self.t0 = self.clock() + 0.5
@@ -359,12 +406,14 @@ class LoadRun:
                 self._spawn(self._crash())
             drain = (cfg.poll_interval_s if cfg.transport == "short_polling" else 0.0) + 4 * cfg.rtt_ms / 1000 + 1.0
             end = self.t0 + cfg.duration_s + drain
-            while self.clock() < end:
-                await asyncio.sleep(min(0.5, end - self.clock()))
+            while self.clock() < end or (cfg.crash and self.crash is None and self.clock() < end + 60):
+                # (a crash run also waits, a minute at most, for the restart it began)
+                await asyncio.sleep(max(0.05, min(0.5, end - self.clock())))
                 if self.server.proc is not None and self.server.proc.returncode is not None \
                         and self.crash is not None:
                     raise ServerFailed(f"the server exited during the run (status {self.server.proc.returncode})")
         finally:
+            self.stopping = True
             for t in list(self.tasks):
                 t.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -486,8 +535,32 @@ class LoadRun:
                                  if r != int(wl.sender[i])), set(self.delivered), lambda i: bool(self.acked[i]))
         lost, unacked = out["lost"], out["unacked"]
         after = bins[bins["t_s"] >= self.crash["killed_at_s"] - self.cfg.bin_s]
+        affected_users = {self.names[i] for i, c in enumerate(self.clients) if any(t >= killed for t in c.lost_at)}
+        flapped = {u for u, t in self.offline_seen if t >= killed and u in affected_users}
+        failed = sum(1 for c in self.clients for t in c.failed_at if t >= killed)
+        # Where the time to reconnect goes, per affected client: noticing the loss, the backoff
+        # delay before the attempt that succeeded began, and that attempt (connect, upgrade,
+        # auth, resume until the 'resumed' frame).
+        detect, wait, connect = [], [], []
+        for c in self.clients:
+            lost_t = [t for t in c.lost_at if t >= killed]
+            back_t = [t for t in c.reconnected_at if t >= killed]
+            if not lost_t or not back_t:
+                continue
+            began = [t for t in c.attempt_at if lost_t[0] <= t <= back_t[0]]
+            detect.append(lost_t[0] - killed)
+            if began:
+                wait.append(began[-1] - lost_t[0])
+                connect.append(back_t[0] - began[-1])
+        phases = {f"reconnect_{name}_ms_{stat}": (1000.0 * f(v) if v else None)
+                  for name, v in (("detect", detect), ("wait", wait), ("connect", connect))
+                  for stat, f in (("median", statistics.median), ("max", max))}
         return {**self.crash,
+                "servers": max(1, self.cfg.cluster),
                 "affected_clients": affected,
+                "connects_failed": failed,
+                **phases,
+                "presence_flaps": len(flapped),
                 "time_to_reconnect_all_s": (max(back) - killed) if all_back else None,
                 "clients_not_reconnected": sum(1 for t in back if not math.isfinite(t)),
                 "reconnect_peak_per_s": float(after["connect_attempts_per_s"].max()) if len(after) else 0.0,
@@ -498,12 +571,25 @@ class LoadRun:
                 "send_failures": self.send_failures}
 
 
-async def run_load(cfg: LoadConfig, server: ServerProcess | None = None) -> LoadResult:
+async def run_load(cfg: LoadConfig, server: Target | None = None) -> LoadResult:
     """Run *cfg* against *server*, or against a fresh server process in a temporary
-    directory (started and stopped here). Raises :class:`ServerFailed` with a clear
+    directory (started and stopped here), or with ``cfg.cluster`` against a fresh cluster
+    of that many servers behind HAProxy. Raises :class:`ServerFailed` with a clear
     message when the server does not start or dies."""
     if server is not None:
         return await LoadRun(cfg, server).run()
+    if cfg.cluster:
+        from ..cluster import ClusterSpec, ClusterTarget, ComponentFailed, LocalCluster, MissingComponent
+
+        cluster = LocalCluster(ClusterSpec(servers=cfg.cluster, redis_url=cfg.redis_url, db_url=cfg.db_url,
+                                           profile="loadtest"))
+        try:
+            await cluster.start()
+            return await LoadRun(cfg, ClusterTarget(cluster)).run()
+        except (ComponentFailed, MissingComponent) as exc:
+            raise ServerFailed(str(exc)) from None
+        finally:
+            await cluster.stop()
     with tempfile.TemporaryDirectory(prefix="chatlab-load-") as tmp:
         srv = ServerProcess(Path(tmp) / "server", redis_url=cfg.redis_url,
                             redis_prefix=f"chatlab-load-{uuid.uuid4().hex[:8]}")

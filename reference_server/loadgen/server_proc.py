@@ -6,6 +6,8 @@ read from ``/proc/<pid>/stat`` and so that it can be killed (SIGKILL) and restar
 per-user rate limit raised (a load generator's users send in bursts the limit would
 refuse) and a cheap scrypt cost (registering hundreds of users would otherwise take
 minutes; login is not measured). Everything else is the default configuration.
+``--profile default`` runs the default configuration unchanged (``chatlab cluster``);
+``--server-id`` and ``--db-url`` make it one server of a cluster (docs/server.md).
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+from dataclasses import replace
 from pathlib import Path
 
 # What used to live here (the parent's side), for callers that import it from this module.
-from .process import ServerFailed, ServerProcess, cpu_seconds
+from .process import ServerFailed, ServerProcess, cpu_seconds, die_with_parent
 
-__all__ = ["ServerFailed", "ServerProcess", "cpu_seconds", "main"]
+__all__ = ["ServerFailed", "ServerProcess", "cpu_seconds", "die_with_parent", "main"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,11 +30,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-dir", required=True)
     p.add_argument("--redis-url", default=None)
     p.add_argument("--redis-prefix", default="chatlab")
+    p.add_argument("--server-id", default="")
+    p.add_argument("--db-url", default=None)
+    p.add_argument("--profile", choices=("loadtest", "default"), default="loadtest")
     a = p.parse_args(argv)
     from reference_server.app import serve_forever
     from reference_server.config import ServerConfig
     config = ServerConfig(port=a.port, data_dir=Path(a.data_dir), redis_url=a.redis_url,
-                          redis_prefix=a.redis_prefix, scrypt_n=2, rate_per_s=1e6, rate_burst=1_000_000)
+                          redis_prefix=a.redis_prefix, server_id=a.server_id, db_url=a.db_url)
+    if a.profile == "loadtest":
+        config = replace(config, scrypt_n=2, rate_per_s=1e6, rate_burst=1_000_000)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(config))
 

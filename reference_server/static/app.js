@@ -160,6 +160,11 @@ function onMessage(m) {
     return;
   }
   if (conv.rows.has(m.id)) return;
+  // The server shows a user's presence only to members of a conversation it has written in:
+  // a peer still 'unknown' to us becomes visible with its first message, so ask again.
+  if (m.sender === conv.peer && (state.presence.get(conv.peer) ?? 'unknown') === 'unknown') {
+    refreshPresence([conv.peer]);
+  }
   addRow(conv, m);
   conv.lastIncoming = Math.max(conv.lastIncoming, m.id);
   if (conv !== state.open) { conv.unread += 1; renderPeers(); }

@@ -31,6 +31,12 @@ SMALL = ["--set", "clients=6", "--set", "duration_s=7", "--set", "warmup_s=3", "
     (["validate", "--calibration", "/nonexistent.toml"], "--calibration=/nonexistent.toml"),
     (["validate", "--redis-url", "http://x"], "--redis-url=http://x"),
     (["validate", "--repeat", "0"], "--repeat=0"),
+    (["validate", "--cluster", "1"], "--cluster=1"),
+    (["validate", "--cluster", "many"], "--cluster=many"),
+    (["validate", "--cluster", "4", "--cluster-downtime", "-1"], "--cluster-downtime=-1"),
+    (["validate", "--cluster", "4", "--cluster-msg-rate", "0"], "--cluster-msg-rate=0"),
+    (["validate", "--cluster", "4", "--db", "chat.sqlite3"], "--db=chat.sqlite3"),
+    (["validate", "--cluster", "4", "--merge"], "--merge"),
 ])
 def test_bad_arguments_are_one_line_errors(argv, needle, capsys):
     assert main(argv) == 2
@@ -129,3 +135,45 @@ def test_pool_crash_sums_losses_and_averages_the_rest():
     stuck = NS(crash={"time_to_reconnect_all_s": None, "messages_lost": 0, "messages_duplicated": 0})
     for order in ([meas[0], stuck], [stuck, meas[0]]):
         assert pool_crash(order, sims)[0].crash["time_to_reconnect_all_s"] is None
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_validate_cluster_rows(tmp_path, capsys):
+    """A small cluster crash run end to end (two servers behind HAProxy, the real Redis and a
+    PostgreSQL database of its own): its rows, with nothing lost or duplicated, merged into an
+    existing table."""
+    import asyncio
+    import uuid
+
+    from tests.server.conftest import PG_ADMIN_URL, REDIS_URL, _pg_admin
+
+    name = f"chatlab_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        _validate_cluster(tmp_path, capsys, REDIS_URL, PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name)
+    finally:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _validate_cluster(tmp_path, capsys, redis_url: str, db_url: str) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "validation.json").write_text(json.dumps({"rows": [
+        {"transport": "websocket", "level": "crash", "metric": "messages lost", "simulated": 0, "measured": 0,
+         "relative_error": None, "tolerance": "= 0", "pass": True}]}))
+    assert main(["validate", "--transports", "none", "--crash-transport", "none", "--cluster", "2",
+                 "--cluster-clients", "16", "--cluster-downtime", "1", "--redis-url", redis_url, "--db", db_url,
+                 "--merge",
+                 "--out", str(out), "--json", "--set", "duration_s=8", "--set", "warmup_s=2",
+                 "--set", "rtt_ms=20"]) == 0
+    doc = json.loads((out / "validation.json").read_text())
+    rows = {(r["level"], r["metric"]): r for r in doc["rows"]}
+    assert ("crash", "messages lost") in rows, "the rows it did not redo are kept"
+    level = "cluster crash (2 servers)"
+    assert rows[(level, "clients affected")]["measured"] == rows[(level, "clients affected")]["simulated"] == 8
+    assert rows[(level, "messages lost")]["pass"] and rows[(level, "messages duplicated after de-duplication")]["pass"]
+    assert rows[(level, "time to reconnect all (s)")]["measured"] > 0
+    assert doc["cluster_crash"]["measured"]["servers"] == 2
+    capsys.readouterr()
