@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test test-fast typecheck bench bench-server bench-cluster node-packages services serve cluster calibrate validate validate-cluster sweep-examples clean
+.PHONY: demo test soak test-fast typecheck bench bench-server bench-cluster node-packages services serve cluster calibrate validate validate-cluster sweep-examples clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ test: $(VENV)/.installed-dev services node-packages typecheck
 # mypy over the packages listed in pyproject.toml ([tool.mypy] files).
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/python -m mypy
+
+# The storm, fault and fuzz tests at full size (tens of minutes): thousands of connections,
+# SIGKILLs at many points, at least 10,000 examples per fuzzed endpoint.
+soak: $(VENV)/.installed-dev services
+	CHATLAB_SOAK=1 $(BIN)/python -W error -m pytest -q -m soak tests
 
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest -q -x -m "not browser and not slow" tests
