@@ -461,4 +461,8 @@ class ChatClient:
                     await asyncio.sleep(wait)
             raise ChatError(503, {"error": "unavailable", "message": f"no ack after {self.send_attempts} tries"})
         finally:
-            self._acks.pop(cmid, None)
+            left = self._acks.pop(cmid, None)
+            if left is not None and left.done() and not left.cancelled():
+                left.exception()  # an error frame that came after the last wait: seen, not unretrieved
+            elif left is not None:
+                left.cancel()
