@@ -43,8 +43,10 @@ class BenchConfig:
     drain_s: float = 5.0
     payload_bytes: int = 100
     seed: int = 1
-    #: A server whose delivered rate falls below this fraction of the offered rate has
-    #: collapsed: its higher levels are skipped (and the table says so).
+    #: A server whose delivered rate falls below this fraction of the most it delivered at a
+    #: lower level (at the first level: of the offered rate) has collapsed: its higher levels
+    #: are skipped (and the table says so). A server that refuses what it cannot carry
+    #: (429 / an error frame) and keeps delivering near its peak has saturated, not collapsed.
     collapse_fraction: float = 0.5
     longpoll_clients: int = 200
     longpoll_levels: tuple[int, ...] = (200, 1000)
@@ -101,6 +103,13 @@ def _plain(v: Any) -> Any:
         return [_plain(x) for x in v]
     return v
 
+
+
+def collapsed(delivered: float, peak: float | None, offered: float, fraction: float) -> bool:
+    """A level at which a server has collapsed: it delivered less than ``fraction`` of the
+    most it delivered at a lower level (at its first level, of the offered rate). Refusing
+    the excess while delivering near the peak is saturation and does not count."""
+    return delivered < fraction * (offered if peak is None else peak)
 
 class Bench:
     """One benchmark run: a scratch directory, the children, and the results so far."""
@@ -177,10 +186,11 @@ class Bench:
         """Each level in increasing order, and within a level every (target, protocol) in turn,
         so that the servers compared at one level are measured minutes apart at most (a
         shared machine's background load drifts). Once a server delivers less than
-        ``collapse_fraction`` of its offered rate (or fails), its higher levels are recorded
-        as skipped."""
+        ``collapse_fraction`` of its peak so far (at the first level, of the offered rate),
+        or fails, its higher levels are recorded as skipped."""
         rows: list[dict[str, Any]] = []
         collapsed_at: dict[str, int] = {}
+        peak: dict[str, float] = {}
         for rate in sorted(levels):
             for target, protocol in runs:
                 if target.key in collapsed_at:
@@ -205,9 +215,11 @@ class Bench:
                 r["attempts"] = len(tried)
                 r["attempt_summaries"] = tried
                 rows.append(r)
-                if "error" in r or (r.get("delivered_per_s") or 0) < self.cfg.collapse_fraction * r.get(
-                        "offered_per_s", rate):
+                delivered = r.get("delivered_per_s") or 0
+                if "error" in r or collapsed(delivered, peak.get(target.key), r.get("offered_per_s", rate),
+                                             self.cfg.collapse_fraction):
                     collapsed_at[target.key] = rate
+                peak[target.key] = max(peak.get(target.key, 0.0), delivered)
         order = {t.key: i for i, (t, _) in enumerate(runs)}
         return sorted(rows, key=lambda r: (order[r["server"]], r["rate"]))
 

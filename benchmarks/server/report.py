@@ -177,7 +177,9 @@ def _footnotes(report: dict[str, Any]) -> list[str]:
             "Socket.IO 4.8 on Node.js (in memory), relay = the bare aiohttp relay (benchmarks/server/relay.py); "
             "ratios are delivered msgs/s of ours over the other at the same offered level.",
             f"skipped: the server had collapsed at a lower level (delivered < {cfg['collapse_fraction']:.0%} "
-            "of offered), so the higher ones were not run.",
+            "of the most it delivered at a lower level, or of the offered rate at the first), so the higher "
+            "ones were not run. Refusing sends with 429 / `overloaded` while delivering near the peak is "
+            "saturation, not collapse: those levels run.",
             "> drain: more than 1 % of the window's sends were still undelivered when the drain "
             f"ended (at most {cfg['drain_s']:g} s after the window).",
             f"†: the load generator may have limited the run (its CPU > {LOADGEN_CPU_LIMIT:.0%} of a core, "

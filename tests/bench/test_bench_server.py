@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.server.__main__ import main as bench_main
-from benchmarks.server.orchestrate import BenchConfig, check_node, run_all
+from benchmarks.server.orchestrate import BenchConfig, check_node, collapsed, run_all
 from benchmarks.server.report import BEGIN, END, SECTION, render, update_doc
 
 TINY = BenchConfig(servers=("ours", "socketio", "relay"), clients=20, levels=(50,), warmup_s=0.5, measure_s=2.0,
@@ -186,3 +186,13 @@ def test_the_report_warns_when_other_processes_disturbed_a_window():
     assert disturbance_note([quiet, quiet, {"skipped": "collapsed"}]) is None
     note = disturbance_note([quiet, busy, {"skipped": "collapsed"}])
     assert note is not None and note.startswith("1 of 2 measured windows were disturbed")
+
+
+def test_saturation_is_not_collapse() -> None:
+    """A server that refuses the excess and keeps delivering near its peak runs its higher
+    levels; one whose deliveries fall far below what it delivered before, or below half of
+    what is offered at its first level, is skipped from there on."""
+    assert not collapsed(4_600, peak=4_800, offered=10_000, fraction=0.5)  # refused the excess
+    assert collapsed(1_000, peak=4_800, offered=10_000, fraction=0.5)      # fell off a cliff
+    assert collapsed(1, peak=None, offered=1_000, fraction=0.5)            # never delivered
+    assert not collapsed(978, peak=None, offered=1_000, fraction=0.5)
