@@ -1,7 +1,10 @@
 """Figures for a comparison, used by the CLI (``--out``) and the notebooks.
 
-Built on ``matplotlib.figure.Figure`` directly (no pyplot state), so they work
-headless and display inline in Jupyter.
+Built on ``matplotlib.figure.Figure`` directly (no pyplot state), so they work headless, never
+leak open figures and never display twice. A notebook shows a returned figure as a picture
+once its first cell runs ``%matplotlib inline`` (that registers IPython's PNG formatter for
+``Figure``); without it Jupyter prints ``<Figure size ...>`` (tests/test_notebooks.py checks).
+Every helper takes an optional ``title``: the notebooks use it to say what to notice.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ COLORS = {"short_polling": "#d62728", "long_polling": "#ff7f0e", "websocket": "#
 LABELS = {"short_polling": "short polling", "long_polling": "long polling", "websocket": "WebSocket"}
 
 
-def latency_cdf(cmp, log_x: bool = True) -> Figure:
+def latency_cdf(cmp, log_x: bool = True, title: str | None = None) -> Figure:
     """Empirical CDF of end-to-end message latency, one line per transport."""
     fig = Figure(figsize=(7, 4.2), layout="constrained")
     ax = fig.subplots()
@@ -32,11 +35,11 @@ def latency_cdf(cmp, log_x: bool = True) -> Figure:
     ax.set_ylim(0, 1.01)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right")
-    ax.set_title("Message latency distribution")
+    ax.set_title(title or "Message latency distribution")
     return fig
 
 
-def load_bars(cmp) -> Figure:
+def load_bars(cmp, title: str | None = None) -> Figure:
     """Requests/s, bandwidth (overhead vs payload) and held connections side by side."""
     s = cmp.summary.set_index("transport")
     names = list(s.index)
@@ -47,25 +50,30 @@ def load_bars(cmp) -> Figure:
     ax1, ax2, ax3 = fig.subplots(1, 3)
     ax1.bar(x, s["requests_per_s"], color=colors)
     ax1.set_title("requests/s (client->server)")
+    ax1.set_ylabel("requests/s")
     overhead = (s["overhead_bytes_up_per_s"] + s["overhead_bytes_down_per_s"]) * 8 / 1e6
     payload = (s["payload_bytes_up_per_s"] + s["payload_bytes_down_per_s"]) * 8 / 1e6
     ax2.bar(x, payload, color=colors, alpha=0.45, label="payload (JSON bodies)")
     ax2.bar(x, overhead, bottom=payload, color=colors, hatch="//", edgecolor="white",
             label="overhead (headers, framing)")
     ax2.set_title("bandwidth, both directions (Mbit/s)")
+    ax2.set_ylabel("Mbit/s")
     ax2.legend(fontsize=8)
     w = 0.38
     ax3.bar(x - w / 2, s["open_connections_mean"], w, color=colors, label="open connections")
     ax3.bar(x + w / 2, s["held_requests_mean"], w, color=colors, alpha=0.45, label="held requests")
     ax3.set_title("connections at the server (mean)")
+    ax3.set_ylabel("connections or requests")
     ax3.legend(fontsize=8)
     for ax in (ax1, ax2, ax3):
         ax.set_xticks(x, labels)
         ax.grid(True, axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title)
     return fig
 
 
-def timeline(cmp, column: str = "requests_up", ylabel: str = "requests per bin") -> Figure:
+def timeline(cmp, column: str = "requests_up", ylabel: str = "requests per bin", title: str | None = None) -> Figure:
     """A per-bin column over simulated time, one line per transport."""
     fig = Figure(figsize=(8, 3.5), layout="constrained")
     ax = fig.subplots()
@@ -76,6 +84,8 @@ def timeline(cmp, column: str = "requests_up", ylabel: str = "requests per bin")
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
     ax.legend()
+    if title:
+        ax.set_title(title)
     return fig
 
 
@@ -88,7 +98,7 @@ def save_figures(cmp, out: Path) -> list[Path]:
     return paths
 
 
-def crash_reconnects(results) -> Figure:
+def crash_reconnects(results, title: str | None = None) -> Figure:
     """Connected clients and connect attempts over time, one line per transport x policy."""
     fig = Figure(figsize=(10, 6), layout="constrained")
     ax1, ax2 = fig.subplots(2, 1, sharex=True)
@@ -105,11 +115,11 @@ def crash_reconnects(results) -> Figure:
     ax2.set_ylabel("connect attempts/s")
     ax2.set_xlabel("simulated time (s); dashed: the fault")
     ax1.legend(fontsize=8)
-    ax1.set_title("Reconnect storm")
+    ax1.set_title(title or "Reconnect storm")
     return fig
 
 
-def crash_backlog(results) -> Figure:
+def crash_backlog(results, title: str | None = None) -> Figure:
     """Messages sent and not yet received (and, under a delivery outage, the events waiting for
     the delivery service), and the bytes that resumes after the fault replayed."""
     fig = Figure(figsize=(10, 3.5), layout="constrained")
@@ -127,7 +137,9 @@ def crash_backlog(results) -> Figure:
                   + ("\ndotted: events (messages and receipts) waiting for the delivery service" if outage else ""),
                   fontsize=10)
     ax1.set_ylabel("(message, recipient) pairs")
-    ax2.set_title("bytes replayed by resumes (cumulative)")
+    # Only resumes after a reconnect count: what a first connection receives is ordinary delivery.
+    ax2.set_title("bytes replayed by resumes after reconnects (cumulative;\nfirst connections not counted)",
+                  fontsize=10)
     ax2.set_ylabel("kB")
     ax1.axvline(sc.duration_s, color="grey", ls=":", lw=0.8)
     ax1.text(sc.duration_s, ax1.get_ylim()[1], " sends stop", color="grey", va="top", fontsize=8)
@@ -136,4 +148,6 @@ def crash_backlog(results) -> Figure:
         ax.set_xlabel("simulated time (s); dashed: the fault")
         ax.grid(True, alpha=0.3)
     ax1.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
     return fig
