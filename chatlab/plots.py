@@ -151,3 +151,29 @@ def crash_backlog(results, title: str | None = None) -> Figure:
     if title:
         fig.suptitle(title)
     return fig
+
+
+def fanout_cost(rows, title: str | None = None) -> Figure:
+    """What one message costs as its group grows: *rows* has ``group_size``,
+    ``deliveries_per_message``, ``kb_down_per_message`` and ``cpu_ms_per_message`` (simulated),
+    and ``analytic_cpu_ms_per_message`` (a closed form) if known."""
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    ax1, ax2, ax3 = fig.subplots(1, 3)
+    g = rows["group_size"]
+    c = COLORS["websocket"]
+    ax1.plot(g, rows["deliveries_per_message"], "o-", color=c, label="simulated")
+    ax1.plot(g, g - 1, "k--", lw=0.8, label="group size - 1")
+    ax1.set_ylabel("pushes per message sent")
+    ax2.plot(g, rows["kb_down_per_message"], "o-", color=c)
+    ax2.set_ylabel("kB pushed per message sent")
+    ax3.plot(g, rows["cpu_ms_per_message"], "o-", color=c, label="simulated")
+    if "analytic_cpu_ms_per_message" in rows:
+        ax3.plot(g, rows["analytic_cpu_ms_per_message"], "k--", lw=0.8, label="closed form")
+    ax3.set_ylabel("server CPU per message sent (ms)")
+    for ax in (ax1, ax2, ax3):
+        ax.set_xlabel("group size (members)")
+        ax.grid(True, alpha=0.3)
+    ax1.legend(fontsize=8)
+    ax3.legend(fontsize=8)
+    fig.suptitle(title or "Fan-out: the cost of one message grows with its group")
+    return fig
