@@ -125,3 +125,14 @@ def test_readable_tables_name_round_and_say_never():
                                      "all back after the fault (s)": "never", "empty poll responses": "12%",
                                      "mystery": "0.123"}]
     assert doctest.testmod(chatlab.tables).failed == 0
+
+
+def test_workshop_reveal_says_how_far_off():
+    import doctest
+
+    import chatlab.workshop
+    from chatlab.workshop import reveal
+
+    assert reveal(20_000, 17_953.2, "MiB").endswith("11% high")
+    assert "well done" in reveal(600, 592.4)
+    assert doctest.testmod(chatlab.workshop).failed == 0
