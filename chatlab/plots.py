@@ -177,3 +177,85 @@ def fanout_cost(rows, title: str | None = None) -> Figure:
     ax3.legend(fontsize=8)
     fig.suptitle(title or "Fan-out: the cost of one message grows with its group")
     return fig
+
+
+def bandwidth_at_scale(rows, links_gbit: tuple[float, ...] = (1.0, 10.0), title: str | None = None) -> Figure:
+    """Bandwidth (both directions, headers and framing included) against the number of online
+    clients, one line per transport; *rows* has ``transport``, ``clients`` and ``mbit_per_s``.
+    Dotted lines: network links of *links_gbit*."""
+    fig = Figure(figsize=(7.5, 4.4), layout="constrained")
+    ax = fig.subplots()
+    for t, g in rows.groupby("transport", sort=False):
+        ax.plot(g["clients"], g["mbit_per_s"], "o-", color=COLORS.get(t), label=LABELS.get(t, t))
+    for gbit in links_gbit:
+        ax.axhline(gbit * 1000, color="grey", ls=":", lw=0.9)
+        ax.text(rows["clients"].min(), gbit * 1000, f" {gbit:g} Gbit/s link", va="bottom", fontsize=8, color="grey")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("online clients")
+    ax.set_ylabel("bandwidth, both directions (Mbit/s)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    ax.set_title(title or "Bandwidth grows linearly with the clients")
+    return fig
+
+
+def queueing_curve(rows, curve=None, title: str | None = None) -> Figure:
+    """Mean time in the CPU queue (wait + service) against utilisation: *rows* has
+    ``utilization`` and ``simulated_ms`` (one row per simulated load); *curve* has
+    ``utilization`` and ``analytic_ms`` on a fine grid (default: *rows*' own ``analytic_ms``)."""
+    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    ax = fig.subplots()
+    curve = rows if curve is None else curve
+    ax.plot(curve["utilization"] * 100, curve["analytic_ms"], "k--", lw=1, label="M/M/1: 1 / (mu - lambda)")
+    ax.plot(rows["utilization"] * 100, rows["simulated_ms"], "o", color=COLORS["websocket"], label="simulated")
+    ax.set_xlabel("CPU utilisation (%)")
+    ax.set_ylabel("mean time at the CPU, wait + service (ms)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    ax.set_title(title or "Response time against utilisation")
+    return fig
+
+
+def latency_vs_load(rows, title: str | None = None) -> Figure:
+    """End-to-end latency percentiles against server CPU utilisation: *rows* has
+    ``server_cpu_utilization``, ``latency_ms_p50``, ``latency_ms_p99`` (one row per load)."""
+    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    ax = fig.subplots()
+    u = rows["server_cpu_utilization"] * 100
+    c = COLORS["websocket"]
+    ax.plot(u, rows["latency_ms_p50"], "o-", color=c, label="p50")
+    ax.plot(u, rows["latency_ms_p99"], "s--", color=c, label="p99")
+    ax.set_xlabel("server CPU utilisation (%)")
+    ax.set_ylabel("end-to-end latency (ms)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    ax.set_title(title or "Latency against load")
+    return fig
+
+
+def sim_vs_real(rows, title: str | None = None) -> Figure:
+    """Measured against simulated, as a relative error per metric and transport: *rows* has
+    ``transport``, ``metric``, ``relative_error`` and ``tolerance`` (text such as "3%", as
+    ``chatlab validate`` writes it; "-" for none). Grey band: the tolerance."""
+    import math
+
+    rows = rows[rows["relative_error"].notna()]
+    fig = Figure(figsize=(8, 0.45 * len(rows) + 1.2), layout="constrained")
+    ax = fig.subplots()
+    y = np.arange(len(rows))
+    colors = [COLORS.get(t, "grey") for t in rows["transport"]]
+    ax.barh(y, rows["relative_error"] * 100, color=colors, zorder=2)
+    for i, tol in enumerate(rows["tolerance"]):
+        if isinstance(tol, str) and tol.endswith("%"):
+            t = float(tol[:-1])
+            ax.fill_betweenx([i - 0.45, i + 0.45], -t, t, color="grey", alpha=0.3, lw=0, zorder=1)
+    ax.set_yticks(y, [f"{LABELS.get(t, t)}: {m}" for t, m in zip(rows["transport"], rows["metric"])])
+    ax.invert_yaxis()
+    ax.axvline(0, color="black", lw=0.8)
+    lim = max(10.0, float(np.nanmax(np.abs(rows["relative_error"].to_numpy(dtype=float)))) * 110)
+    ax.set_xlim(-lim, lim if math.isfinite(lim) else 100)
+    ax.set_xlabel("measured vs simulated (% difference); grey: chatlab validate's tolerance")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.set_title(title or "The real server against the model")
+    return fig
