@@ -2,8 +2,8 @@
 
 nbmake (``make test``) only checks that no cell raises. This file also checks:
 
-* every cell tagged ``figure`` displays a picture (an ``image/png`` output): a figure that
-  prints ``<Figure size 700x420 with 1 Axes>`` is a failure;
+* every cell tagged ``figure`` displays exactly one picture (an ``image/png`` output): a
+  figure that prints ``<Figure size 700x420 with 1 Axes>`` is a failure, and so is one shown twice;
 * the cells tagged ``claim`` (asserts of what the text says) ran, and raised nothing;
 * cells tagged ``solution`` (the workshop) ran too, and are hidden in JupyterLab;
 * the notebooks are stored without outputs, so diffs stay readable and no stale number is read.
@@ -51,9 +51,12 @@ def figure_problems(nb: nbformat.NotebookNode) -> list[str]:
         if cell.cell_type != "code" or "figure" not in tags(cell) or "skip-execution" in tags(cell):
             continue
         kinds = [set(o.get("data", {})) for o in cell.get("outputs", [])]
-        if not any("image/png" in k for k in kinds):
+        images = sum("image/png" in k for k in kinds)
+        if images == 0:
             text = [o.get("data", {}).get("text/plain", "") for o in cell.get("outputs", [])]
             problems.append(f"cell {i} ({cell.source.splitlines()[0]!r}) shows no image, only {text!r}")
+        elif images > 1:  # e.g. a helper that also leaves a pyplot figure open
+            problems.append(f"cell {i} ({cell.source.splitlines()[0]!r}) shows {images} images, not one")
     return problems
 
 
@@ -86,6 +89,11 @@ def test_figure_check_fails_on_a_bare_figure_repr():
     nb.cells[0].metadata["tags"] = ["figure"]
     nb.cells[0].outputs = [nbformat.v4.new_output("execute_result", data={
         "text/plain": "<Figure size 700x420 with 1 Axes>"}, execution_count=1)]
+    assert len(figure_problems(nb)) == 1
+    png = nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo="})
+    nb.cells[0].outputs = [png]
+    assert figure_problems(nb) == []
+    nb.cells[0].outputs = [png, png]   # displayed twice
     assert len(figure_problems(nb)) == 1
 
 
