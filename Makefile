@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test soak test-fast typecheck bench bench-server bench-cluster node-packages services serve cluster calibrate validate validate-cluster sweep-examples clean
+.PHONY: demo test soak test-fast typecheck bench bench-server bench-cluster node-packages services serve cluster calibrate validate validate-cluster sweep-examples notebooks notebooks-clean clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -101,6 +101,18 @@ sweep-examples: $(VENV)/.installed
 	$(BIN)/chatlab sweep data/sweeps/capacity_msg_rate.toml --out $(SWEEPS)/capacity --resume
 	$(BIN)/chatlab plot $(SWEEPS)/capacity --x msg_rate_per_min --y capacity_clients --logx --logy \
 		--out docs/sweeps/capacity-vs-message-rate --format png
+
+# The notebooks, executed, as HTML in out/notebooks/ with their figures in out/notebooks/img/
+# (SMALL=1 for the quick sizes the tests use). notebooks-clean strips outputs before a commit.
+$(VENV)/.installed-notebooks: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[dev,notebooks]' 2>&1 | grep -v "is ignored: it is neither" || true
+	touch $@
+
+notebooks: $(VENV)/.installed-notebooks
+	$(BIN)/python tools/render_notebooks.py --out out/notebooks $(if $(SMALL),--small)
+
+notebooks-clean: $(VENV)/.installed-dev
+	$(BIN)/python tools/render_notebooks.py --clean
 
 clean:
 	rm -rf $(VENV) .pytest_cache out

@@ -25,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="SQLite file (default <data-dir>/chat.sqlite3), or postgresql://user@host:port/db")
     parser.add_argument("--server-id", default="",
                         help="this server's name in a cluster (needs --redis-url and --db postgresql://...)")
+    parser.add_argument("--instructor-key", default="", metavar="KEY",
+                        help="enable the workshop outage switch (POST /api/instructor/outage, the page's "
+                             "#instructor panel) for whoever has KEY: 8-128 letters, digits, - or _ "
+                             "(docs/WORKSHOP.md)")
     parser.add_argument("--ws-compression", action="store_true",
                         help="offer permessage-deflate on WebSockets (off by default: it costs throughput)")
 
@@ -73,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = ServerConfig(host=args.host, port=port, redis_url=args.redis_url, data_dir=data_dir,
                               db_path=db, db_url=db_url, server_id=args.server_id,
-                              ws_compression=bool(args.ws_compression))
+                              ws_compression=bool(args.ws_compression), instructor_key=args.instructor_key)
     except ValueError as exc:  # ServerConfig's own one-line message: "name=value: expected ..."
         raise UsageError(f"--{str(exc).replace('_', '-', 1)}") from None
     try:

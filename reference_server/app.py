@@ -58,6 +58,10 @@ def create_app(config: ServerConfig, static_dir: Path = STATIC_DIR, clock: Clock
     app[METRICS] = Metrics()
     add_routes(app, static_dir)
     app.router.add_get("/ws", ws_handler)
+    if config.instructor_key:
+        from .instructor import install
+
+        install(app, config.instructor_key)
     app.cleanup_ctx.append(_components)
     app.on_shutdown.append(_on_shutdown)
     return app

@@ -5,6 +5,8 @@ Every default that comes from a real system names it; see ``docs/server.md``.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -91,6 +93,10 @@ class ServerConfig:
     #: Events kept per user; older ones are trimmed and their cursors expire (HTTP 410).
     event_retention: int = 10_000
 
+    # --- workshop (instructor.py) ----------------------------------------------
+    #: Non-empty: ``POST /api/instructor/outage`` with this key takes the server down and up.
+    instructor_key: str = ""
+
     def __post_init__(self) -> None:
         checks = [
             ("port", 0 <= self.port <= 65535, "expected an integer 0-65535"),
@@ -124,6 +130,8 @@ class ServerConfig:
             ("admission_max_delivery_lag_ms", self.admission_max_delivery_lag_ms > 0, "expected > 0"),
             ("admission_max_commit_wait_ms", self.admission_max_commit_wait_ms > 0, "expected > 0"),
             ("admission_max_loop_lag_ms", self.admission_max_loop_lag_ms > 0, "expected > 0"),
+            ("instructor_key", self.instructor_key == "" or re.fullmatch(r"[A-Za-z0-9_\-]{8,128}", self.instructor_key)
+             is not None, "expected 8-128 letters, digits, - or _"),
         ]
         for name, ok, allowed in checks:
             if not ok:

@@ -163,3 +163,57 @@ def registry_ttl_loss(users: int, arrival_rate_per_s: float, ttl_s: float, refre
     mean = users * arrival_rate_per_s * m1
     var = mean + users * arrival_rate_per_s ** 2 * (m2 - m1 * m1)
     return mean, math.sqrt(var)
+
+
+# --- back of the envelope: capacity from daily users (the interview's first estimate) ---------
+
+def websocket_cpu_per_client(sc: Scenario) -> float:
+    """CPU seconds per second that one online WebSocket client costs its connection server at
+    steady state, counted the way the model charges them: each frame in (its sends, and the
+    delivered and read receipts for what it receives) costs ``cpu_ws_frame_in_ms``; each frame
+    pushed to it (messages, and the receipts for its own messages) ``cpu_ws_frame_out_ms``; one
+    ping per ``ws_heartbeat_s``. A user sends ``msg_rate_per_min`` and, by symmetry, receives as
+    many times ``group_size - 1``. Handshakes are excluded (one per session, not steady state).
+    Queueing is ignored: valid below saturation."""
+    r = sc.msg_rate_per_min / 60.0
+    k = sc.group_size - 1
+    receipts = 2 if sc.receipts else 0
+    frames_in = r * (1 + receipts * k)
+    frames_out = r * k * (1 + receipts)
+    return (frames_in * sc.cpu_ws_frame_in_ms + frames_out * sc.cpu_ws_frame_out_ms) / 1000.0 \
+        + sc.cpu_ping_ms / 1000.0 / sc.ws_heartbeat_s
+
+
+def back_of_envelope(daily_users: int, concurrency: float, sc: Scenario, cpu_target: float = 0.7) -> dict[str, float]:
+    """The interview's first estimate for *daily_users* of whom *concurrency* are online at the
+    peak, each behaving as *sc* says (messages per minute, group size, receipts, payload), on
+    WebSocket servers of ``sc.server_cores`` cores kept below *cpu_target* utilisation:
+
+    * ``online``: concurrent connections at the peak (one device per user);
+    * ``messages_per_s``, ``deliveries_per_s``: sends and (message, recipient) pushes at the peak;
+    * ``message_bytes_per_day``: what the store grows by, counting each message once (its event
+      size) at the peak rate sustained for ``active_hours`` = 24 * concurrency hours;
+    * ``cpu_per_client_s``: :func:`websocket_cpu_per_client`;
+    * ``clients_per_server_cpu`` and ``servers_cpu``: the CPU bound;
+    * ``clients_per_server_memory_64gib`` and ``memory_gib_per_server``: ``event_loop_conn_kb``
+      per connection (Centrifugo's 30 KB), against a 64 GiB machine, and at the CPU bound.
+
+    ``chatlab capacity`` answers the same question by simulation (notebook 00 compares them)."""
+    online = daily_users * concurrency
+    r = sc.msg_rate_per_min / 60.0
+    msgs = online * r
+    cpu = websocket_cpu_per_client(sc)
+    per_server = sc.server_cores * cpu_target / cpu
+    event = WireSizes.measure(sc.payload_bytes, sc.user_name_chars, sc.id_digits, sc.group_size == 2).message_event
+    return {
+        "daily_users": float(daily_users),
+        "online": online,
+        "messages_per_s": msgs,
+        "deliveries_per_s": msgs * (sc.group_size - 1),
+        "message_bytes_per_day": msgs * 86400.0 * concurrency * event,
+        "cpu_per_client_s": cpu,
+        "clients_per_server_cpu": per_server,
+        "servers_cpu": math.ceil(online / per_server),
+        "clients_per_server_memory_64gib": 64 * 2 ** 20 / sc.event_loop_conn_kb,
+        "memory_gib_per_server": per_server * sc.event_loop_conn_kb / 2 ** 20,
+    }

@@ -122,7 +122,10 @@ function resetMeter() {
 }
 
 $('meter-reset').addEventListener('click', resetMeter);
-$('drop').addEventListener('click', () => state.transport?.ws?.close(4000, 'dropped by the user'));
+$('drop').addEventListener('click', () => {
+  meter.note('drop  the page closes its WebSocket, as a network failure would');
+  state.transport?.ws?.close(4000, 'dropped by the user');
+});
 
 // The server could not replay everything after our cursor (cursor too old, or a new log):
 // go on from the cursor it gave us and reload the conversations from their history.
@@ -398,7 +401,8 @@ function renderPeers() {
 
 function renderStatus(connection, detail = '') {
   $('conn').dataset.state = connection;
-  $('conn').textContent = connection.replace('_', ' ');
+  // A backoff shows its delay on the badge itself, so a room can read it off the projector.
+  $('conn').textContent = connection.replace('_', ' ') + (connection === 'backing_off' && detail ? `: ${detail}` : '');
   $('conn').title = detail;
 }
 
@@ -425,6 +429,30 @@ setInterval(() => {
   $('count-since').textContent = `${Math.round((Date.now() - meter.since) / 1000)} s`;
 }, 1000);
 renderTransportFields();
+
+// --- instructor (open the page with #instructor; the server needs --instructor-key) -----------
+
+const showInstructor = () => { $('instructor').hidden = location.hash !== '#instructor'; };
+showInstructor();
+window.addEventListener('hashchange', showInstructor);
+
+async function outage(down) {
+  const body = { key: $('instructor-key').value, down };
+  const forS = Number($('instructor-for').value);
+  if (down && forS > 0) body.for_s = forS;
+  try {
+    const r = await api.post('/api/instructor/outage', body);
+    $('instructor-state').textContent = r.down
+      ? `server DOWN${r.for_s ? ` for ${r.for_s} s` : ''}: ${r.connections_cut} connections cut`
+      : 'server up';
+  } catch (err) {
+    $('instructor-state').textContent = `refused: ${err.message}`;
+  }
+  $('instructor-state').dataset.down = String(down);
+}
+
+$('instructor-down').addEventListener('click', () => outage(true));
+$('instructor-up').addEventListener('click', () => outage(false));
 
 // For the browser test and for poking around in the devtools console.
 window.chatlab = { state, meter, api };

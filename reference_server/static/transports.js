@@ -14,12 +14,36 @@
 import { byteLength } from './wire.js';
 
 const LONG_POLL_TIMEOUT_S = 25;
-const BACKOFF_BASE_S = 0.5;
-const BACKOFF_CAP_S = 30;
+// The reconnect policy of the simulation and the Python client: chatcore/backoff.py's
+// full_jitter with chatcore/params.py's backoff_base_s and backoff_cap_s (a Python test
+// checks these two numbers against them).
+export const BACKOFF_BASE_S = 1;
+export const BACKOFF_CAP_S = 30;
 
 /** Exponential backoff with full jitter: a random delay in [0, min(cap, base * 2^attempt)). */
 export function fullJitter(attempt, base = BACKOFF_BASE_S, cap = BACKOFF_CAP_S) {
-  return Math.random() * Math.min(cap, base * 2 ** attempt);
+  return Math.random() * backoffWindow(attempt, base, cap);
+}
+
+function backoffWindow(attempt, base = BACKOFF_BASE_S, cap = BACKOFF_CAP_S) {
+  return Math.min(cap, base * 2 ** attempt);
+}
+
+/** Draw the delay before retry number attempt + 1, show it in the status and on the wire log. */
+function backOff(ctx, attempt, why) {
+  const delay = fullJitter(attempt);
+  ctx.status('backing_off', `retry ${attempt + 1} in ${delay.toFixed(1)} s`);
+  ctx.meter.note(`backoff  ${why}: retry ${attempt + 1} in ${delay.toFixed(2)} s ` +
+                 `= U(0, ${backoffWindow(attempt)} s) full jitter`);
+  return delay;
+}
+
+/** The first good answer after failures: say on the wire log how long the page was away. */
+function backOnline(ctx, attempts, since) {
+  if (attempts > 0) {
+    ctx.meter.note(`reconnected after ${attempts} ${attempts === 1 ? 'retry' : 'retries'}, ` +
+                   `${((Date.now() - since) / 1000).toFixed(1)} s away; resumed from ${ctx.cursor() || 'the start'}`);
+  }
 }
 
 function sleep(seconds, signal) {
@@ -64,6 +88,7 @@ class Polling {
     const { ctx } = this;
     const signal = this.abort.signal;
     let attempt = 0;
+    let downSince = 0;
     let caughtUp = false;   // a long poll answers at once until we are connected
     ctx.status('connecting');
     while (!signal.aborted) {
@@ -73,6 +98,7 @@ class Polling {
       const path = `/api/${this.long ? 'longpoll' : 'poll'}?${query}`;
       try {
         const { events, cursor } = await ctx.api.get(path, { signal });
+        backOnline(ctx, attempt, downSince);
         attempt = 0;
         caughtUp = true;
         ctx.status('connected');
@@ -84,9 +110,9 @@ class Polling {
           ctx.resync(err.data.cursor);
           continue;
         }
-        const delay = fullJitter(attempt++);
+        if (attempt === 0) downSince = Date.now();
+        const delay = backOff(ctx, attempt++, err.message);
         caughtUp = false;
-        ctx.status('backing_off', `${err.message}; retry in ${delay.toFixed(1)} s`);
         await sleep(delay, signal);
         continue;
       }
@@ -148,8 +174,8 @@ export class WebSocketTransport {
         this.ctx.status('disconnected', `token refused (${e.reason}): log in again`);
         return;
       }
-      const delay = fullJitter(this.attempt++);
-      this.ctx.status('backing_off', `closed (${e.code}); retry in ${delay.toFixed(1)} s`);
+      if (this.attempt === 0) this.downSince = Date.now();
+      const delay = backOff(this.ctx, this.attempt++, `closed (${e.code}${e.reason ? ` ${e.reason}` : ''})`);
       this.retryTimer = setTimeout(() => this.connect(), delay * 1000);
     };
   }
@@ -170,6 +196,7 @@ export class WebSocketTransport {
     switch (f.type) {
       case 'resumed':
         this.ready = true;
+        backOnline(this.ctx, this.attempt, this.downSince);
         this.attempt = 0;   // the backoff starts again from base after a good connection
         this.ctx.status('connected');
         if (!f.recovered && this.ctx.cursor()) this.ctx.resync(f.cursor);

@@ -38,6 +38,11 @@ export class Meter {
     this.onChange(this, `WS ${type}  ↓${bytes} B`);
   }
 
+  /** A line on the wire log that is not traffic (a backoff, a reconnect); counts nothing. */
+  note(text) {
+    this.onChange(this, text);
+  }
+
   emptyPoll() {
     this.emptyPolls += 1;
     this.onChange(this, null);

@@ -55,11 +55,28 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
         return
 
-    data_dir = tmp_path_factory.mktemp("server-data")
+    yield from _running_server(tmp_path_factory.mktemp("server-data"))
+
+
+#: The key of the server that `instructor_server_url` starts (docs/WORKSHOP.md).
+INSTRUCTOR_KEY = "browser-test-instructor"
+
+
+@pytest.fixture(scope="session")
+def instructor_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server of its own started with ``--instructor-key INSTRUCTOR_KEY``: the tests that take
+    it down do not disturb the shared one."""
+    yield from _running_server(tmp_path_factory.mktemp("instructor-server-data"),
+                               "--instructor-key", INSTRUCTOR_KEY)
+
+
+def _running_server(data_dir: Path, *extra: str) -> Iterator[str]:
+    """``chatlab serve`` on a free port with *data_dir* (and *extra* arguments) until the
+    generator is closed; yields its URL once /healthz answers."""
     log_path = data_dir / "server.log"
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "chatlab.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)]
+    cmd = [sys.executable, "-m", "chatlab.cli", "serve", "--port", str(port), "--data-dir", str(data_dir), *extra]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=Path(__file__).resolve().parents[2])

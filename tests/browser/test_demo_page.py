@@ -204,3 +204,86 @@ def test_refused_message_is_marked_failed(clients) -> None:
     row = alice.rows("out", "anyone there?")
     expect(row).to_have_attribute("data-state", "failed")
     expect(row).to_have_attribute("title", re.compile("no such user"))
+
+
+def _wire_log(client: Client):
+    return client.tid("wire-log").locator("li")
+
+
+def test_drop_shows_the_backoff_delay_and_the_reconnect(clients) -> None:
+    """Each drop: the status badge and the wire log say which delay full jitter chose (base 1 s,
+    so retry 1 waits U(0, 1 s)), then the wire log says the page is back and from where."""
+    alice = clients("alice")
+    alice.login("websocket")
+    for n in (1, 2):
+        alice.tid("drop-connection").click()
+        expect(_wire_log(alice).filter(has_text="the page closes its WebSocket")).to_have_count(n)
+        expect(_wire_log(alice).filter(
+            has_text=re.compile(r"backoff\s+closed \(\d+\): retry 1 in [01]\.\d\d s = U\(0, 1 s\) full jitter"))) \
+            .to_have_count(n)
+        expect(_wire_log(alice).filter(has_text=re.compile(r"reconnected after 1 retry, \d+\.\d s away"))) \
+            .to_have_count(n)
+        expect(alice.tid("conn-status")).to_have_attribute("data-state", "connected")
+
+
+def test_backoff_numbers_are_chatcore_defaults() -> None:
+    """The page's reconnect policy is the simulation's and the Python client's documented one."""
+    from pathlib import Path
+
+    from chatcore.params import DEFAULTS  # the defaults docs/PARAMETERS.md lists
+
+    js = (Path(__file__).resolve().parents[2] / "reference_server" / "static" / "transports.js").read_text()
+    base = float(re.search(r"BACKOFF_BASE_S = ([\d.]+);", js).group(1))
+    cap = float(re.search(r"BACKOFF_CAP_S = ([\d.]+);", js).group(1))
+    assert (base, cap) == (DEFAULTS["backoff_base_s"], DEFAULTS["backoff_cap_s"])
+    assert DEFAULTS["reconnect_policy"] == "full_jitter"
+
+
+def test_instructor_takes_the_server_down_and_up(browser: Browser, instructor_server_url: str) -> None:
+    """The instructor's panel (/#instructor) takes the server down: alice's page backs off with
+    growing windows (retry 2 waits U(0, 2 s)) while bob's message waits unsent; up again, both
+    pages resume and the message arrives once."""
+    from .conftest import INSTRUCTOR_KEY
+
+    alice = Client(browser, instructor_server_url, unique("alice"))
+    bob = Client(browser, instructor_server_url, unique("bob"))
+    teacher = Client(browser, instructor_server_url, unique("teacher"))
+    teacher.page.goto(instructor_server_url + "/#instructor")
+    try:
+        for c in (alice, bob):
+            c.login("websocket")
+        alice.open_chat(bob.user)
+        bob.open_chat(alice.user)
+        bob.send("before the outage")
+        expect(alice.rows("in", "before the outage")).to_have_count(1)
+
+        expect(teacher.tid("instructor-panel")).to_be_visible()
+        expect(alice.tid("instructor-panel")).to_be_hidden()
+        teacher.tid("instructor-key").fill("not-the-key")
+        teacher.tid("instructor-down").click()
+        expect(teacher.tid("instructor-state")).to_contain_text("refused")
+        expect(alice.tid("conn-status")).to_have_attribute("data-state", "connected")
+
+        teacher.tid("instructor-key").fill(INSTRUCTOR_KEY)
+        teacher.tid("instructor-for").fill("0")
+        teacher.tid("instructor-down").click()
+        expect(teacher.tid("instructor-state")).to_contain_text("server DOWN: 2 connections cut")
+        expect(alice.tid("conn-status")).to_have_attribute("data-state", "backing_off")
+        expect(alice.tid("conn-status")).to_contain_text("retry")
+        # Each failed reconnect widens the window: U(0, 1 s), U(0, 2 s), ...
+        expect(_wire_log(alice).filter(has_text=re.compile(r"retry 2 in \d\.\d\d s = U\(0, 2 s\)"))) \
+            .to_have_count(1, timeout=30_000)
+        bob.send("during the outage")
+        expect(bob.rows("out", "during the outage")).to_have_attribute("data-state", "pending")
+
+        teacher.tid("instructor-up").click()
+        expect(teacher.tid("instructor-state")).to_have_text("server up")
+        for c in (alice, bob):   # the longest wait is one full-jitter window, at most 30 s
+            expect(c.tid("conn-status")).to_have_attribute("data-state", "connected", timeout=60_000)
+        expect(_wire_log(alice).filter(has_text=re.compile(r"reconnected after [2-9]\d* retries"))).to_have_count(1)
+        expect(alice.rows("in", "during the outage")).to_have_count(1, timeout=30_000)
+        expect(bob.rows("out", "during the outage")).to_have_attribute("data-state", "read")
+        expect(alice.rows("in", "before the outage")).to_have_count(1)
+    finally:
+        for c in (alice, bob, teacher):
+            c.close()
