@@ -29,7 +29,7 @@ services:
 # The suite runs in asyncio's debug mode with every warning an error (pyproject.toml:
 # filterwarnings), after the type check.
 test: $(VENV)/.installed-dev services node-packages typecheck
-	PYTHONASYNCIODEBUG=1 CHATLAB_SMALL=1 $(BIN)/python -W error -m pytest -q --nbmake tests notebooks
+	PYTHONASYNCIODEBUG=1 CHATLAB_SMALL=1 $(BIN)/python -W error -m pytest -q tests
 
 # mypy over the packages listed in pyproject.toml ([tool.mypy] files).
 typecheck: $(VENV)/.installed-dev

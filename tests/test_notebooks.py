@@ -1,6 +1,8 @@
 """Every notebook runs in small mode and shows what it says it shows.
 
-nbmake (``make test``) only checks that no cell raises. This file also checks:
+``make test`` runs the notebooks here, once each, in small mode (``pytest --nbmake notebooks``
+would only check that no cell raises, and would run them a second time). This file checks that
+no cell raises, and also:
 
 * every cell tagged ``figure`` displays exactly one picture (an ``image/png`` output): a
   figure that prints ``<Figure size 700x420 with 1 Axes>`` is a failure, and so is one shown twice;
