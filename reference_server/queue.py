@@ -25,6 +25,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
@@ -52,12 +53,12 @@ class Entry:
         return int(self.entry_id.split("-")[0])
 
 
-def encode_items(items: list[Item]) -> str:
-    return json.dumps([[i.outbox_id, i.body] for i in items], separators=(",", ":"))
+def encode_items(items: list[Item]) -> bytes:
+    return orjson.dumps([[i.outbox_id, i.body] for i in items])
 
 
-def decode_items(text: str) -> list[Item]:
-    return [Item(o, b) for o, b in json.loads(text)]
+def decode_items(text: str | bytes) -> list[Item]:
+    return [Item(o, b) for o, b in orjson.loads(text)]
 
 
 def _entry(entry_id: str, fields: dict[str, str], deliveries: int = 1) -> Entry:

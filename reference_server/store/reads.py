@@ -7,8 +7,9 @@ connection, in a REPEATABLE READ READ ONLY transaction.
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import orjson
 
 from chatcore import Cursor
 
@@ -72,7 +73,7 @@ def _state(user: str) -> Tx[tuple[int, int]]:
 
 
 def _events(epoch: str, rows: list[tuple[int, str, str]]) -> list[dict[str, Any]]:
-    return [BUILDERS[kind](str(Cursor(epoch, seq)), *json.loads(args)) for seq, kind, args in rows]
+    return [BUILDERS[kind](str(Cursor(epoch, seq)), *orjson.loads(args)) for seq, kind, args in rows]
 
 
 def _range(user: str, after_seq: int, upto_seq: int, limit: int) -> Tx[list[tuple[int, str, str]]]:
@@ -112,7 +113,7 @@ def pending_outbox(created_before_ms: int | None) -> Tx[list[Item]]:
     before *created_before_ms* when given."""
     rows = yield All("SELECT id, item FROM outbox WHERE created_at<? ORDER BY id",
                      2 ** 62 if created_before_ms is None else created_before_ms)
-    return [Item(int(r[0]), json.loads(r[1])) for r in rows]
+    return [Item(int(r[0]), orjson.loads(r[1])) for r in rows]
 
 
 def counts() -> Tx[dict[str, int]]:

@@ -19,8 +19,9 @@ outbox row is gone" means "already fanned out": a redelivered item appends nothi
 
 from __future__ import annotations
 
-import json
 from typing import Any, Callable
+
+import orjson
 
 from chatcore import Cursor, ack_body, encode, message_event, presence_event, receipt_event
 from chatcore.states import advance_watermark
@@ -63,7 +64,8 @@ def check_member(user: str, conversation: str) -> Tx[None]:
 
 
 def _outbox(body: dict[str, Any], now_ms: int) -> Tx[int]:
-    row = yield One("INSERT INTO outbox(item, created_at) VALUES (?,?) RETURNING id", json.dumps(body), now_ms)
+    row = yield One("INSERT INTO outbox(item, created_at) VALUES (?,?) RETURNING id", orjson.dumps(body).decode(),
+                    now_ms)
     return int(row[0])
 
 
@@ -293,7 +295,7 @@ class Writes:
                 continue  # its outbox row is gone: fanned out by an earlier delivery
             if not users:
                 continue
-            args_json = json.dumps(args)
+            args_json = orjson.dumps(args).decode()
             for user in users:
                 seq, trimmed = yield One(
                     "UPDATE users SET last_seq=last_seq+1 WHERE name=? RETURNING last_seq, trimmed_up_to", user)
