@@ -299,7 +299,7 @@ def run_grid(args: argparse.Namespace) -> int:
                 sims.append(sim)
             pooled = v.pool_crash(metas, sims) if metas else (None, None)
             crashes[t] = pooled
-            rows += v.crash_rows(t, opts["crash_clients"], *pooled, config=config)
+            rows += v.crash_rows(t, opts["crash_clients"], pooled[0], pooled[1], config=config)
     elapsed = time.monotonic() - started
     scored = [r for r in rows if r["pass"] is not None]
     doc = {"grid": spec.to_dict(), "calibration": calibration, "calibration_machine": machine,
