@@ -51,6 +51,8 @@ METRICS: list[tuple[str, str, str, float | None]] = [
     ("empty poll responses", "empty_response_ratio", "info", None),
     # measured only: a late load-generator loop lands in every measured latency
     ("load generator loop lag p95 (ms)", "loadgen_loop_lag_ms.p95", "info", None),
+    # measured only: the emulated network's one-way delay minus rtt/2, per chunk (mean)
+    ("emulated delay excess mean (ms)", "proxy_delay_excess_ms.mean", "info", None),
 ]
 #: Latency rows that also get the measured quantile's distribution-free 95 % interval.
 QUANTILE_OF_PATH = {"latency_ms.p50": 0.50, "latency_ms.p95": 0.95}

@@ -518,6 +518,8 @@ class LoadRun:
             # measured only
             "loadgen_cpu_utilization": lg_util,
             "loadgen_loop_lag_ms": latency_stats(lag),
+            # how far the emulated one-way delay was off, per chunk (ms; < 0: early)
+            "proxy_delay_excess_ms": latency_stats(np.array(counters.delay_excess) * 1000.0),
             "send_failures": self.send_failures,
             "duplicates_after_dedup": self.duplicates,
             "duplicates_dropped_by_client": sum(c.duplicates_dropped for c in self.clients),
