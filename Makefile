@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test soak test-fast typecheck bench bench-server bench-cluster node-packages services serve cluster calibrate validate validate-cluster sweep-examples notebooks notebooks-clean clean
+.PHONY: demo test soak test-fast typecheck bench bench-server bench-cluster node-packages services serve cluster calibrate validate validate-grid validate-cluster sweep-examples notebooks notebooks-clean clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,12 @@ calibrate: $(VENV)/.installed
 
 validate: $(VENV)/.installed services
 	$(BIN)/chatlab validate --repeat 3 --cluster 4 --out data
+
+# The validation grid (docs/VALIDATION.md, "The grid"): a fresh calibration on this machine,
+# then every configuration of data/validation-grid.toml (about 25 min on 2 cores).
+validate-grid: $(VENV)/.installed services
+	$(BIN)/chatlab calibrate --scale 2 --out data/validation-grid-calibration.toml
+	$(BIN)/chatlab validate --grid data/validation-grid.toml --calibration data/validation-grid-calibration.toml --out data
 
 # Only the cluster crash, merged into the committed table and figure.
 validate-cluster: $(VENV)/.installed services

@@ -50,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
 
     reps = _int("--replications", args.replications, 1, 10_000) if args.replications else None
     spec = load_sweep(args.target, args.overrides, reps)
+    if spec.kind == "validate":
+        raise UsageError(f"{args.target}: kind=validate: a grid for the real server; run it with "
+                         f"`chatlab validate --grid {args.target}`")
     if args.retry_failed and not args.resume:
         raise UsageError("--retry-failed: only with --resume")
     try:

@@ -4,6 +4,8 @@ costs, and print one table (metric, simulated, measured, relative error, toleran
 pass); then a crash run (SIGKILL, restart, reconnect) against the crash model; with
 ``--cluster N``, also a crash on N servers behind HAProxy (SIGKILL one, its clients move to
 the others, restart it after the downtime) against the crash model's cluster.
+With ``--grid FILE.toml`` (a sweep file of ``kind = "validate"``, docs/VALIDATION.md "The
+grid"), the same comparison at every point of the file's grid, one configuration at a time.
 Exit status 0 whether targets are met or not (the table says which); 1 if a run failed."""
 
 from __future__ import annotations
@@ -19,15 +21,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenario", metavar="FILE.toml", help="scenario file applied after the calibration")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                    help="override one parameter (repeatable)")
-    p.add_argument("--transports", default="short_polling,long_polling,websocket",
-                   help="comma list, or 'none' (no per-load cases)")
-    p.add_argument("--levels", default="light,medium,high",
-                   help="comma list of light, medium, high (target server CPU 10/30/60 %%)")
+    p.add_argument("--grid", metavar="FILE.toml",
+                   help="validate at every point of this sweep file (kind = \"validate\"); transports, levels, "
+                        "repeats and the crash runs come from the file")
+    p.add_argument("--transports", default=None,
+                   help="comma list, or 'none' (no per-load cases; default all three)")
+    p.add_argument("--levels", default=None,
+                   help="comma list of light, medium, high (target server CPU 10/30/60 %%; default all)")
     p.add_argument("--max-clients", default="300", help="most clients in one run (default 300)")
     p.add_argument("--crash-transport", default="websocket",
                    help="transport of the crash run, or 'none' (default websocket)")
     p.add_argument("--crash-clients", default="100", help="clients in the crash run (default 100)")
-    p.add_argument("--repeat", default="1",
+    p.add_argument("--repeat", default=None,
                    help="runs per case, seeds seed, seed+1, ...; pooled (default 1; data/ uses 3)")
     p.add_argument("--redis-url", default=None,
                    help="Redis for the server (default: embedded fakeredis; a private one for --cluster)")
@@ -62,6 +67,11 @@ def run(args: argparse.Namespace) -> int:
 
     from . import validation as v
 
+    if args.grid is not None:
+        return run_grid(args)
+    args.transports = args.transports or "short_polling,long_polling,websocket"
+    args.levels = args.levels or "light,medium,high"
+    args.repeat = args.repeat or "1"
     transports = [t.strip() for t in args.transports.split(",") if t.strip()]
     if transports == ["none"]:
         transports = []
@@ -107,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
     base = v.load_scenario(v.VALIDATION_DEFAULTS, calibration, args.scenario, args.overrides)
 
     log = v.progress(args.json)
+    machine = v.calibration_machine(calibration)
+    log(v.calibration_note(machine))
     started = time.monotonic()
     cases = []
     for t in transports:
@@ -172,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
             cluster_doc = {"servers": servers, "measured": cpooled[0].crash,
                            "simulated": cpooled[1].summary if cpooled[1] is not None else None}
     elapsed = time.monotonic() - started
-    doc = {"calibration": calibration, "scenario": base.to_dict(), "levels": v.LEVELS, "repeat": repeat,
+    doc = {"calibration": calibration, "calibration_machine": machine, "scenario": base.to_dict(), "levels": v.LEVELS, "repeat": repeat,
            "elapsed_s": round(elapsed, 1), "errors": failed, "rows": rows,
            "crash": None if pooled[0] is None else {
                "measured": pooled[0].crash, "simulated": pooled[1].summary if pooled[1] is not None else None},
@@ -194,6 +206,131 @@ def run(args: argparse.Namespace) -> int:
         print(v.text_table(rows))
         print(f"({elapsed:.0f} s; rtt {base.rtt_ms:g} ms; {repeat} run{'s' if repeat > 1 else ''} per case, "
               f"seeds {base.seed}-{base.seed + repeat - 1}; calibration {calibration})")
+        print(v.calibration_note(machine))
         for e in failed:
             print(f"error: {e}")
     return 1 if failed else 0
+
+
+def run_grid(args: argparse.Namespace) -> int:
+    """``validate --grid FILE.toml``: each point of the file's grid (a sweep file of kind
+    ``validate``), on each transport, at each of the file's load levels, ``replications`` runs
+    pooled (seeds ``seed``, ``seed + 1``, ...), one run at a time; then, if the file asks, a
+    crash run per transport at the base point. Every row carries its point's configuration."""
+    import time
+    from pathlib import Path
+
+    from . import validation as v
+    from .sweep.design import design_points, point_scenario
+    from .sweep.spec import load_sweep
+
+    for flag, value in (("--transports", args.transports), ("--levels", args.levels), ("--repeat", args.repeat)):
+        if value is not None:
+            raise UsageError(f"{flag}={value}: not with --grid (the grid file's transports, [validate] levels and "
+                             "replications decide)")
+    for flag, value, default in (("--cluster", args.cluster, "0"), ("--crash-transport", args.crash_transport,
+                                                                     "websocket"),
+                                 ("--crash-clients", args.crash_clients, "100"),
+                                 ("--max-clients", args.max_clients, "300")):
+        if value != default:
+            raise UsageError(f"{flag}={value}: not with --grid (set it in the grid file's [validate] table)")
+    if args.merge:
+        raise UsageError("--merge: not with --grid (a grid writes its own validation-grid.* files)")
+    if args.redis_url is not None and not args.redis_url.startswith(("redis://", "rediss://")):
+        raise UsageError(f"--redis-url={args.redis_url}: expected redis://host:port/db")
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise UsageError(f"--out={args.out}: exists and is not a directory")
+    calibration = args.calibration or str(v.DEFAULT_CALIBRATION)
+    start = v.load_scenario(v.VALIDATION_DEFAULTS, calibration, args.scenario, [])
+    spec = load_sweep(args.grid, args.overrides, None, start=start)
+    if spec.kind != "validate":
+        raise UsageError(f"--grid={args.grid}: kind={spec.kind}: expected a sweep file with kind = \"validate\" "
+                         "(docs/VALIDATION.md, \"The grid\")")
+    opts = spec.validate
+    names = list(spec.axis_names)
+    points = design_points(spec)
+    transports = list(spec.base.transports)
+    repeat = spec.replications
+
+    log = v.progress(args.json)
+    machine = v.calibration_machine(calibration)
+    log(v.calibration_note(machine))
+    started = time.monotonic()
+    cases = []
+    for i, values in enumerate(points):
+        sc = point_scenario(spec, values).with_overrides({"seed": spec.seed})
+        config = {n: getattr(sc, n) for n in names}
+        for t in transports:
+            for level in opts["levels"]:
+                n = v.clients_for(sc, t, v.LEVELS[level], opts["max_clients"])
+                cases.append(v.Case(t, level, sc.with_overrides({"clients": n, "transports": t}),
+                                    point=i, config=config))
+    runs = len(cases) * repeat + (len(transports) * repeat if opts["crash"] else 0)
+    log(f"grid {spec.name}: {len(points)} points x {len(transports)} transports x {len(opts['levels'])} levels x "
+        f"{repeat} runs{f' + a crash run per transport' if opts['crash'] else ''} = {runs} runs")
+    failed = []
+    for c in cases:
+        log(f"[{time.monotonic() - started:5.0f} s] point {c.point} ({v.config_label(c.config or {}, names)}) "
+            f"{c.transport:<14} {c.level:<7} {c.scenario.clients:>4} clients ...")
+        v.run_case(c, args.redis_url, repeat)
+        if c.error:
+            failed.append(c.error)
+            log(f"  failed: {c.error}")
+    rows = v.table_rows(cases)
+    crashes: dict[str, tuple] = {}
+    if opts["crash"]:
+        base = spec.base.with_overrides({"seed": spec.seed})
+        config = {"point": None, **{n: getattr(base, n) for n in names}}
+        for t in transports:
+            csc = base.with_overrides({"clients": opts["crash_clients"], "transports": t,
+                                       "crash_at_s": round(base.warmup_s + 0.4 * (base.duration_s - base.warmup_s), 1),
+                                       "duration_s": base.duration_s + 5})
+            log(f"[{time.monotonic() - started:5.0f} s] crash: {t}, {opts['crash_clients']} clients, SIGKILL at "
+                f"{csc.crash_at_s:g} s x {repeat} ...")
+            metas, sims = [], []
+            for k in range(repeat):
+                meas, sim, err = v.run_crash_case(csc.with_overrides({"seed": csc.seed + k}), t, args.redis_url)
+                if err:
+                    failed.append(err)
+                    log(f"  failed: {err}")
+                    break
+                metas.append(meas)
+                sims.append(sim)
+            pooled = v.pool_crash(metas, sims) if metas else (None, None)
+            crashes[t] = pooled
+            rows += v.crash_rows(t, opts["crash_clients"], pooled[0], pooled[1], config=config)
+    elapsed = time.monotonic() - started
+    scored = [r for r in rows if r["pass"] is not None]
+    doc = {"grid": spec.to_dict(), "calibration": calibration, "calibration_machine": machine,
+           "levels": v.LEVELS, "repeat": repeat, "elapsed_s": round(elapsed, 1),
+           "load": _load_note(), "errors": failed, "targets_met": sum(1 for r in scored if r["pass"]),
+           "targets": len(scored), "rows": rows,
+           "crash": {t: None if p[0] is None else {"measured": p[0].crash,
+                                                    "simulated": p[1].summary if p[1] is not None else None}
+                     for t, p in crashes.items()}}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        v.write_csv(rows, out / "validation-grid.csv", config=names)
+        (out / "validation-grid.json").write_text(v.dump_json(doc) + "\n", encoding="utf-8")
+        v.grid_figure(rows, names, out / "validation-grid.png")
+    if args.json:
+        print(v.dump_json(doc))
+    else:
+        print(v.text_table(rows, config=names))
+        print(f"({elapsed:.0f} s; grid {spec.name}, {len(points)} points; {repeat} run{'s' if repeat > 1 else ''} "
+              f"per case, seeds {spec.seed}-{spec.seed + repeat - 1}; calibration {calibration}; {doc['load']})")
+        print(v.calibration_note(machine))
+        for e in failed:
+            print(f"error: {e}")
+    return 1 if failed else 0
+
+
+def _load_note() -> str:
+    """The machine's load average when the grid finished (other work shares the cores)."""
+    import os
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "load average unknown"
+    return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} (1/5/15 min) on {os.cpu_count()} cores"

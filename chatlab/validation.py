@@ -51,6 +51,8 @@ METRICS: list[tuple[str, str, str, float | None]] = [
     ("empty poll responses", "empty_response_ratio", "info", None),
     # measured only: a late load-generator loop lands in every measured latency
     ("load generator loop lag p95 (ms)", "loadgen_loop_lag_ms.p95", "info", None),
+    # measured only: the emulated network's one-way delay minus rtt/2, per chunk (mean)
+    ("emulated delay excess mean (ms)", "proxy_delay_excess_ms.mean", "info", None),
 ]
 #: Latency rows that also get the measured quantile's distribution-free 95 % interval.
 QUANTILE_OF_PATH = {"latency_ms.p50": 0.50, "latency_ms.p95": 0.95}
@@ -166,6 +168,9 @@ class Case:
     sim: Any = None   # one run's result, or a Pooled one over repeats
     meas: Any = None
     error: str | None = None
+    #: ``validate --grid``: the point's number and its axis values (every row carries them)
+    point: int | None = None
+    config: dict[str, Any] | None = None
 
 
 @dataclass
@@ -325,6 +330,8 @@ def table_rows(cases: list[Case]) -> list[dict[str, Any]]:
             meas_v = _get(c.meas.summary, path) if c.meas is not None else None
             rows.append(compare_row(c.transport, c.level, label, kind, tol, sim_v, meas_v))
             rows[-1]["clients"] = c.scenario.clients
+            if c.config is not None:
+                rows[-1].update({"point": c.point, **c.config})
             _spread(rows[-1], c.meas, path)
             if path in QUANTILE_OF_PATH and lat is not None:
                 ci = quantile_ci(lat, QUANTILE_OF_PATH[path])
@@ -346,13 +353,16 @@ def _spread(row: dict[str, Any], meas: Any, path: str) -> None:
 
 
 def crash_rows(transport: str, clients: int, meas: Any, sim: Any, level: str = "crash",
-               metrics: list[tuple[str, str, str, float | None]] | None = None) -> list[dict[str, Any]]:
+               metrics: list[tuple[str, str, str, float | None]] | None = None,
+               config: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     rows = []
     for label, key, kind, tol in (metrics or CRASH_METRICS):
         sim_v = sim.summary.get(key) if sim is not None else None
         meas_v = meas.crash.get(key) if meas is not None and meas.crash else None
         rows.append(compare_row(transport, level, label, kind, tol, sim_v, meas_v))
         rows[-1]["clients"] = clients
+        if config is not None:
+            rows[-1].update(config)
         _spread(rows[-1], meas, key)
     return rows
 
@@ -364,9 +374,20 @@ def _fmt(v: Any) -> str:
     return fmt_auto(v)
 
 
-def text_table(rows: list[dict[str, Any]]) -> str:
+def config_label(row: dict[str, Any], names: list[str]) -> str:
+    """A grid row's configuration in a few characters: ``g2 rtt50 r30 p100``."""
+    short = {"group_size": "g", "rtt_ms": "rtt", "msg_rate_per_min": "r", "payload_bytes": "p"}
+    def num(v: Any) -> str:
+        return f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+    return " ".join(f"{short.get(n, n + '=')}{num(row.get(n))}" for n in names)
+
+
+def text_table(rows: list[dict[str, Any]], config: list[str] | None = None) -> str:
+    """The table; with *config* (a grid's axis names) a column with each row's configuration."""
     head = ["transport", "level", "clients", "metric", "simulated", "measured", "measured 95% CI", "rel. error",
             "tolerance", "pass"]
+    if config:
+        head.insert(0, "configuration")
     body = []
     for r in rows:
         err = r["relative_error"]
@@ -375,8 +396,10 @@ def text_table(rows: list[dict[str, Any]]) -> str:
         body.append([r["transport"], r["level"], str(r.get("clients", "")), r["metric"], _fmt(r["simulated"]),
                      _fmt(r["measured"]), ci, "-" if err is None else f"{err:+.1%}", r["tolerance"],
                      {True: "yes", False: "NO", None: "-"}[r["pass"]]])
+        if config:
+            body[-1].insert(0, config_label(r, config))
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)] if body else [len(h) for h in head]
-    right = {4, 5, 6, 7}
+    right = {5, 6, 7, 8} if config else {4, 5, 6, 7}
     lines = ["  ".join(h.rjust(w) if i in right else h.ljust(w) for i, (h, w) in enumerate(zip(head, widths)))]
     lines.append("  ".join("-" * w for w in widths))
     for b in body:
@@ -386,10 +409,12 @@ def text_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+def write_csv(rows: list[dict[str, Any]], path: Path, config: list[str] | None = None) -> None:
+    """The table as CSV; with *config* (a grid's axis names) each row's point and configuration first."""
     import csv
-    cols = ["transport", "level", "clients", "metric", "simulated", "measured", "measured_ci_low", "measured_ci_high",
-            "measured_min", "measured_max", "relative_error", "tolerance", "pass"]
+    cols = [*(["point", *config] if config else []), "transport", "level", "clients", "metric", "simulated",
+            "measured", "measured_ci_low", "measured_ci_high", "measured_min", "measured_max", "relative_error",
+            "tolerance", "pass"]
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
@@ -479,6 +504,85 @@ def figure(cases: list[Case], crash: tuple[Any, Any] | None, path: Path,
     plt.close(fig)
 
 
+#: The grid figure's panels: (metric label, tolerance band for the relative error).
+GRID_PANELS: list[tuple[str, float]] = [("requests/s", 0.03), ("bytes per message", 0.03),
+                                        ("latency p50 (ms)", 0.10), ("latency p95 (ms)", 0.20)]
+
+
+def grid_figure(rows: list[dict[str, Any]], names: list[str], path: Path) -> None:
+    """``validate --grid``: the relative error (measured vs simulated) of each core metric at
+    each configuration, one marker per transport (filled: target met, hollow: missed; the p50
+    of a median under 20 ms is judged within 2 ms), the target band shaded; the crash runs'
+    time to reconnect all per transport; the load generator's own loop lag."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from chatcore import TRANSPORTS
+
+    cases = [r for r in rows if r["level"] != "crash"]
+    configs = list(dict.fromkeys((r.get("point"), config_label(r, names), r["level"]) for r in cases))
+    labels = [f"{pt}: {lab}" + (f"\n{lvl}" if len({c[2] for c in configs}) > 1 else "") for pt, lab, lvl in configs]
+    xpos = {c: i for i, c in enumerate(configs)}
+    transports = [t for t in TRANSPORTS if any(r["transport"] == t for r in rows)]
+    shift = {t: (k - (len(transports) - 1) / 2) * 0.18 for k, t in enumerate(transports)}
+    fig, axes = plt.subplots(2, 3, figsize=(18, 10))
+    flat = list(axes.flat)
+
+    def dots(ax: Any, sel: list[dict[str, Any]], x_of: Callable[[dict[str, Any]], float]) -> None:
+        for k, t in enumerate(transports):
+            for r in (r for r in sel if r["transport"] == t and r["relative_error"] is not None):
+                ok = bool(r["pass"])
+                ax.plot(x_of(r) + shift[t], 100 * r["relative_error"], "o", ms=7, color=f"C{k}",
+                        markerfacecolor=f"C{k}" if ok else "white", markeredgewidth=1.6,
+                        label=t if r is next(q for q in sel if q["transport"] == t
+                                             and q["relative_error"] is not None) else None)
+
+    for ax, (metric, tol) in zip(flat, GRID_PANELS):
+        sel = [r for r in cases if r["metric"] == metric]
+        ax.axhspan(-100 * tol, 100 * tol, color="0.85", zorder=0, label=f"target \u00b1{tol:.0%}")
+        ax.axhline(0, color="0.5", lw=0.8)
+        dots(ax, sel, lambda r: xpos[(r.get("point"), config_label(r, names), r["level"])])
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(min(lo, -150 * tol), max(hi, 150 * tol))
+        met = sum(1 for r in sel if r["pass"])
+        ax.set_title(f"{metric}: {met} of {len(sel)} met")
+        ax.set_ylabel("measured vs simulated (%)")
+        ax.set_xticks(range(len(configs)), labels, fontsize=7, rotation=30, ha="right")
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=7)
+    ax = flat[4]
+    crash = [r for r in rows if r["level"] == "crash"]
+    ttr = [r for r in crash if r["metric"] == "time to reconnect all (s)"]
+    ax.axhspan(-20, 20, color="0.85", zorder=0, label="target \u00b120%")
+    ax.axhline(0, color="0.5", lw=0.8)
+    dots(ax, ttr, lambda r: transports.index(r["transport"]) - shift[r["transport"]])
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(min(lo, -30), max(hi, 30))
+    zero = [r for r in crash if r["tolerance"] == "= 0"]
+    bad = [f"{r['transport']}: {r['metric']} {_fmt(r['measured'])}" for r in zero if not r["pass"]]
+    ax.set_xticks(range(len(transports)), transports, fontsize=8)
+    ax.set_title("crash: time to reconnect all; " + ("loss and duplicates 0 everywhere" if zero and not bad
+                                                      else "; ".join(bad) or "no crash runs"), fontsize=9)
+    ax.set_ylabel("measured vs simulated (%)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
+    ax = flat[5]
+    lag = [r for r in cases if r["metric"] == "load generator loop lag p95 (ms)"]
+    for k, t in enumerate(transports):
+        sel = [r for r in lag if r["transport"] == t and r["measured"] is not None]
+        ax.plot([xpos[(r.get("point"), config_label(r, names), r["level"])] + shift[t] for r in sel],
+                [r["measured"] for r in sel], "s", color=f"C{k}", label=t)
+    ax.set_title("load generator loop lag p95 (ms, measured)")
+    ax.set_xticks(range(len(configs)), labels, fontsize=7, rotation=30, ha="right")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def add_cluster_panel(path: Path, cluster: tuple[Any, Any]) -> None:
     """``validate --merge``: the existing figure at *path*, unchanged, with the cluster crash
     run's panel added below it (the single-server cases were not run again)."""
@@ -544,6 +648,36 @@ def machine_metadata() -> dict[str, Any]:
     return {"cpu_model": cpu, "cpus": os.cpu_count(), "python": platform.python_version(),
             "platform": platform.platform(), "packages": pkgs,
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+#: What a calibration depends on, compared between the calibrating machine and this one.
+MACHINE_KEYS = ("cpu_model", "cpus", "python", "platform")
+MACHINE_PACKAGES = ("aiohttp", "websockets", "fakeredis", "redis")
+
+
+def calibration_machine(calibration: str | Path) -> dict[str, Any]:
+    """Where the calibration *calibration* (a .toml with its .json beside it, as ``chatlab
+    calibrate`` writes them) was measured, against this machine: ``same`` (True, False, or
+    None when the .json is missing), ``differences`` (``name: then -> now``), ``date``."""
+    now = machine_metadata()
+    try:
+        meta = json.loads(Path(calibration).with_suffix(".json").read_text(encoding="utf-8"))["machine"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"same": None, "differences": [], "date": None, "note": "no machine description beside the calibration"}
+    diffs = [f"{k}: {meta.get(k)} -> {now.get(k)}" for k in MACHINE_KEYS if meta.get(k) != now.get(k)]
+    then_p, now_p = meta.get("packages") or {}, now["packages"]
+    diffs += [f"{p}: {then_p.get(p)} -> {now_p.get(p)}" for p in MACHINE_PACKAGES if then_p.get(p) != now_p.get(p)]
+    return {"same": not diffs, "differences": diffs, "date": meta.get("date")}
+
+
+def calibration_note(info: dict[str, Any]) -> str:
+    """One line for the table's footer."""
+    if info["same"] is None:
+        return "calibration machine unknown (" + info.get("note", "") + ")"
+    if info["same"]:
+        return f"calibration measured on this machine ({info['date']})"
+    return (f"WARNING: calibration measured on another machine ({info['date']}; " + "; ".join(info["differences"])
+            + "): rerun `chatlab calibrate`")
 
 
 def progress(quiet: bool) -> Callable[[str], None]:

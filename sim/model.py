@@ -89,6 +89,11 @@ class ChatModel:
         self.req_hdr, self.resp_hdr = sc.http_request_header_bytes, sc.http_response_header_bytes
         self.keepalive_s = sc.http_keepalive_s
         self.watermarks: dict[tuple[int, int], int] = {}  # (reader, DELIVERED/READ) -> newest message
+        # Each conversation's messages in order (indices grow with send time, as ids do): a
+        # receipt that moves a watermark reaches the senders of every message it passes.
+        order = np.argsort(wl.conversation, kind="stable")
+        bounds = np.searchsorted(wl.conversation[order], np.arange(len(wl.members) + 1))
+        self.conv_msgs: list[np.ndarray] = [order[bounds[c]:bounds[c + 1]] for c in range(len(wl.members))]
         ms = 1e-3
         self.store_s = (sc.queue_latency_ms + sc.persist_latency_ms) * ms
         self.delivery_s = sc.delivery_latency_ms * ms
@@ -146,7 +151,6 @@ class ChatModel:
         env = self.env
         if at > env.now:
             yield env.timeout(at - env.now)
-        senders = sorted({int(self.wl.sender[i]) for i in msgs})
         newest = max(msgs)  # message indices grow with send time, so with ids in a conversation
         for kind in (DELIVERED, READ):
             if kind == READ:
@@ -172,13 +176,20 @@ class ChatModel:
                 continue
             self.watermarks[key] = effective
             prev = -1 if stored is None else stored
-            for s in senders:
+            # As the server (store.writes, _targets): to whoever sent a message the watermark
+            # just passed, (prev, newest] in the conversation, not only the messages this
+            # receipt was sent for (a read receipt overtaken by a later batch's covers both).
+            conv = self.conv_msgs[int(self.wl.conversation[newest])]
+            passed = conv[np.searchsorted(conv, prev, "right"):np.searchsorted(conv, newest, "right")]
+            last_of: dict[int, int] = {}
+            for i, s in zip(passed.tolist(), self.wl.sender[passed].tolist()):
+                if s != reader.idx:
+                    last_of[s] = i  # in order: the sender's newest passed message
+            for s in sorted(last_of):
                 # One event per sender: up_to covers all of its messages; latency is tracked
                 # for the newest one.
-                last = max(i for i in msgs if int(self.wl.sender[i]) == s)
-                if last > prev:
-                    yield from self.delivery.publish((self.clients[s],), kind, last, self.sizes.receipt_event,
-                                                     sent, server)
+                yield from self.delivery.publish((self.clients[s],), kind, last_of[s], self.sizes.receipt_event,
+                                                 sent, server)
 
     def run(self) -> Recorder:
         env = self.env

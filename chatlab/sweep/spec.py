@@ -3,7 +3,7 @@
 A sweep file is TOML (``docs/SWEEPS.md`` has the full reference)::
 
     name = "longpoll-vs-websocket"
-    kind = "compare"                 # compare | crash | capacity
+    kind = "compare"                 # compare | crash | capacity | validate
     seed = 7                         # every run's seed derives from it
     replications = 5
     metrics = ["latency_ms_p95"]     # default: every summary column
@@ -26,6 +26,9 @@ A sweep file is TOML (``docs/SWEEPS.md`` has the full reference)::
     bounds = {rtt_ms = [10, 1000]}
     log = ["rtt_ms"]
 
+``kind = "validate"`` is the grid of ``chatlab validate --grid`` (the real server against
+the model at each point; its options in a ``[validate]`` table); ``chatlab sweep`` refuses it.
+
 Everything is checked before anything runs, including every point's scenario;
 a problem is one :class:`~chatlab.errors.UsageError` line naming the file, the
 key, the value and what is allowed.
@@ -44,7 +47,11 @@ from ..errors import UsageError
 from .adapter import KINDS, TEXT_METRICS, canonical_metric, metric_names
 
 _TOP_KEYS = ("name", "description", "kind", "seed", "replications", "common_random_numbers", "metrics",
-             "policies", "slo", "tolerance", "window_s", "scenario", "base", "grid", "zip", "sample")
+             "policies", "slo", "tolerance", "window_s", "scenario", "base", "grid", "zip", "sample",
+             "validate")
+#: Kinds of sweep file: the model's run kinds, and ``validate`` (``chatlab validate --grid``).
+SPEC_KINDS: tuple[str, ...] = (*KINDS, "validate")
+_VALIDATE_KEYS = ("levels", "crash", "crash_clients", "max_clients")
 _SAMPLE_KEYS = ("method", "count", "bounds", "log")
 _MAX_RUNS = 1_000_000
 
@@ -86,6 +93,8 @@ class SweepSpec:
     window_s: float = 5.0
     description: str = ""
     source: str = ""
+    #: kind = "validate": levels, crash, crash_clients, max_clients (:func:`_validate_options`)
+    validate: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def axis_names(self) -> tuple[str, ...]:
@@ -112,9 +121,11 @@ class SweepSpec:
         return d
 
 
-def load_sweep(path: str | Path, overrides: Sequence[str] = (), replications: int | None = None) -> SweepSpec:
+def load_sweep(path: str | Path, overrides: Sequence[str] = (), replications: int | None = None,
+               start: Any = None) -> SweepSpec:
     """Read and validate a sweep file; *overrides* (``NAME=VALUE``, as ``--set``) change the
-    base scenario and *replications* replaces the file's count."""
+    base scenario and *replications* replaces the file's count. *start* (a ``sim.Scenario``)
+    is what the file's scenario and ``[base]`` apply to (default ``Scenario()``)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -126,11 +137,11 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = (), replications: in
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: not valid TOML ({exc})") from None
-    return parse_sweep(data, path, overrides, replications)
+    return parse_sweep(data, path, overrides, replications, start)
 
 
 def parse_sweep(data: dict[str, Any], path: Path, overrides: Sequence[str] = (),
-                replications: int | None = None) -> SweepSpec:
+                replications: int | None = None, start: Any = None) -> SweepSpec:
     """Validate the parsed TOML *data* of the sweep file at *path*."""
     from sim import ParameterError, Scenario, parse_assignment
 
@@ -143,8 +154,8 @@ def parse_sweep(data: dict[str, Any], path: Path, overrides: Sequence[str] = (),
     if unknown:
         raise bad(unknown[0], data[unknown[0]], "unknown key; allowed: " + ", ".join(_TOP_KEYS))
     kind = data.get("kind", "compare")
-    if kind not in KINDS:
-        raise bad("kind", kind, "one of " + ", ".join(KINDS))
+    if kind not in SPEC_KINDS:
+        raise bad("kind", kind, "one of " + ", ".join(SPEC_KINDS))
     name = data.get("name", path.stem)
     if not isinstance(name, str) or not name.strip():
         raise bad("name", name, "a non-empty string")
@@ -163,7 +174,7 @@ def parse_sweep(data: dict[str, Any], path: Path, overrides: Sequence[str] = (),
 
     # --- kind-specific keys -----------------------------------------------------------------
     for key, only in (("policies", "crash"), ("slo", "capacity"), ("tolerance", "capacity"),
-                      ("window_s", "capacity")):
+                      ("window_s", "capacity"), ("validate", "validate")):
         if key in data and kind != only:
             raise bad(key, data[key], f"only for kind = \"{only}\"")
     slo = data.get("slo", "")
@@ -183,7 +194,13 @@ def parse_sweep(data: dict[str, Any], path: Path, overrides: Sequence[str] = (),
     if not isinstance(window_s, (int, float)) or isinstance(window_s, bool) or not 1 <= window_s <= 3600:
         raise bad("window_s", window_s, "a number of seconds from 1 to 3600")
 
-    known = metric_names(kind)
+    validate: dict[str, Any] = {}
+    if kind == "validate":
+        validate = _validate_options(data.get("validate", {}), bad)
+        for key, what in (("metrics", "every validation row is kept"), ("sample", "grid and zip points only")):
+            if key in data:
+                raise bad(key, data[key], f"not for kind = \"validate\" ({what})")
+    known = metric_names(kind) if kind != "validate" else ("-",)
     metrics = data.get("metrics", list(known))
     if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) for m in metrics):
         raise bad("metrics", metrics, "a non-empty list of metric names")
@@ -195,7 +212,7 @@ def parse_sweep(data: dict[str, Any], path: Path, overrides: Sequence[str] = (),
         raise bad("metrics", metrics, "each metric at most once")
 
     # --- base scenario ----------------------------------------------------------------------
-    sc = Scenario()
+    sc = Scenario() if start is None else start
     if "scenario" in data:
         file = data["scenario"]
         if not isinstance(file, str):
@@ -255,9 +272,9 @@ def parse_sweep(data: dict[str, Any], path: Path, overrides: Sequence[str] = (),
         raise UsageError(str(exc)) from None
 
     spec = SweepSpec(name=name.strip(), kind=kind, seed=int(seed), replications=int(reps), base=sc,
-                     axes=tuple(axes), sample=sample, metrics=tuple(metrics), common_random_numbers=crn,
+                     axes=tuple(axes), sample=sample, metrics=tuple(metrics) if kind != "validate" else (), common_random_numbers=crn,
                      slo=slo if kind == "capacity" else "", tolerance=float(tolerance), window_s=float(window_s),
-                     description=description, source=where)
+                     description=description, source=where, validate=validate)
     from .design import design_points, point_scenario
 
     points = design_points(spec)
@@ -273,12 +290,39 @@ def parse_sweep(data: dict[str, Any], path: Path, overrides: Sequence[str] = (),
     return spec
 
 
+def _validate_options(opts: Any, bad) -> dict[str, Any]:
+    """The ``[validate]`` table: ``levels`` (light, medium, high: the simulated server CPU
+    ``chatlab validate`` sizes clients for), ``crash`` (a crash run per transport at the base
+    point), ``crash_clients`` and ``max_clients``."""
+    from ..validation import LEVELS
+
+    if not isinstance(opts, dict):
+        raise bad("validate", opts, "a table with " + ", ".join(_VALIDATE_KEYS))
+    extra = sorted(set(opts) - set(_VALIDATE_KEYS))
+    if extra:
+        raise bad(f"validate.{extra[0]}", opts[extra[0]], "unknown key; allowed: " + ", ".join(_VALIDATE_KEYS))
+    levels = opts.get("levels", ["medium"])
+    if (not isinstance(levels, list) or not levels or len(set(map(str, levels))) != len(levels)
+            or any(x not in LEVELS for x in levels)):
+        raise bad("validate.levels", levels, "a list of distinct names from " + ", ".join(LEVELS))
+    crash = opts.get("crash", True)
+    if not isinstance(crash, bool):
+        raise bad("validate.crash", crash, "true or false")
+    out: dict[str, Any] = {"levels": tuple(levels), "crash": crash}
+    for key, default, lo, hi in (("crash_clients", 100, 2, 2000), ("max_clients", 300, 2, 2000)):
+        n = opts.get(key, default)
+        if not _is_int(n) or not lo <= n <= hi:
+            raise bad(f"validate.{key}", n, f"an integer from {lo} to {hi}")
+        out[key] = n
+    return out
+
+
 def _axes(data: dict[str, Any], base, bad, where: str) -> list[Axis]:
     from sim import PARAMETER_NAMES, ParameterError
 
     axes: list[Axis] = []
 
-    def check_values(label: str, name: str, values: list[Any]) -> tuple[Any, ...]:
+    def check_values(label: str, name: str, values: list[Any], distinct: bool = True) -> tuple[Any, ...]:
         if name not in PARAMETER_NAMES:
             raise bad(label, name, f"unknown parameter{_did_you_mean(name, PARAMETER_NAMES)}")
         if name == "seed":
@@ -295,7 +339,7 @@ def _axes(data: dict[str, Any], base, bad, where: str) -> list[Axis]:
                 except ParameterError:
                     raise UsageError(f"{where}: {label}[{i}]: {exc}") from None
             out.append(getattr(typed, name))
-        if len(set(map(_key, out))) != len(out):
+        if distinct and len(set(map(_key, out))) != len(out):
             raise bad(label, values, "distinct values")
         return tuple(out)
 
@@ -313,11 +357,17 @@ def _axes(data: dict[str, Any], base, bad, where: str) -> list[Axis]:
     for j, group in enumerate(zips):
         if not isinstance(group, dict) or not group:
             raise bad(f"zip[{j}]", group, "a table of parameter = [values] with equal lengths")
-        cols = {n: check_values(f"zip[{j}].{n}", n, _expand(f"zip[{j}].{n}", v, base, n, bad))
+        # A column may repeat a value (one factor at a time: the others stay at the base);
+        # the rows, the points, must differ.
+        cols = {n: check_values(f"zip[{j}].{n}", n, _expand(f"zip[{j}].{n}", v, base, n, bad),
+                                distinct=len(group) == 1)
                 for n, v in group.items()}
         lengths = {len(v) for v in cols.values()}
         if len(lengths) != 1:
             raise bad(f"zip[{j}]", {n: len(v) for n, v in cols.items()}, "lists of equal length")
+        rows = list(zip(*cols.values()))
+        if len({tuple(map(_key, r)) for r in rows}) != len(rows):
+            raise bad(f"zip[{j}]", group, "distinct rows (each point once)")
         axes.append(Axis(tuple(cols), tuple(zip(*cols.values()))))
     return axes
 
@@ -419,4 +469,4 @@ def _did_you_mean(name: str, known: Sequence[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-__all__ = ["Axis", "Sample", "SweepSpec", "TEXT_METRICS", "load_sweep", "parse_sweep"]
+__all__ = ["SPEC_KINDS", "Axis", "Sample", "SweepSpec", "TEXT_METRICS", "load_sweep", "parse_sweep"]

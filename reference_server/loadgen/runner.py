@@ -323,6 +323,12 @@ class LoadRun:
         s = int(self.wl.sender[i])
         self.sent_at[i] = self.clock()
         body = "x" * self.cfg.payload_bytes
+        # As in the model: a user whose app has not started yet sends once it starts. (Sent at
+        # once, an HTTP client's early send opened a connection that its first poll then reused,
+        # leaving it one connection short of the model's when its uploads first overlapped.)
+        wait = self.t0 + float(self.wl.start_time[s]) - self.clock()
+        if wait > 0:
+            await asyncio.sleep(wait)
         try:
             await self.clients[s].send(body, client_msg_id=f"{self.prefix}{i:024x}", **self.targets[s])
             self.acked[i] = True
@@ -512,6 +518,8 @@ class LoadRun:
             # measured only
             "loadgen_cpu_utilization": lg_util,
             "loadgen_loop_lag_ms": latency_stats(lag),
+            # how far the emulated one-way delay was off, per chunk (ms; < 0: early)
+            "proxy_delay_excess_ms": latency_stats(np.array(counters.delay_excess) * 1000.0),
             "send_failures": self.send_failures,
             "duplicates_after_dedup": self.duplicates,
             "duplicates_dropped_by_client": sum(c.duplicates_dropped for c in self.clients),

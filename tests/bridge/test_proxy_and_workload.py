@@ -94,7 +94,34 @@ def test_proxy_delays_each_direction_by_half_the_rtt():
         return first, second
     first, second = asyncio.run(main())
     assert 0.19 <= first < 0.4
-    assert 0.095 <= second < 0.2
+    assert 0.09 <= second < 0.2  # each wake-up may come up to `early` (<= 3 ms) before its due time
+
+
+def test_proxy_records_how_far_each_delayed_chunk_was_off():
+    """The proxy sets each wake-up `early` before the chunk is due, learnt from how late the
+    wake-ups came, and keeps every chunk's excess (``delay_excess``) for the summary."""
+    async def main():
+        async def echo(r, w):
+            while data := await r.read(100):
+                w.write(data)
+                await w.drain()
+            w.close()
+        srv = await asyncio.start_server(echo, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        proxy = await CountingProxy("127.0.0.1", port, rtt_ms=10).start()
+        r, w = await asyncio.open_connection("127.0.0.1", proxy.port)
+        for _ in range(20):
+            w.write(b"ping")
+            await r.readexactly(4)
+        w.close()
+        await proxy.stop()
+        srv.close()
+        return proxy
+    proxy = asyncio.run(main())
+    excess = proxy.counters.delay_excess
+    assert len(excess) >= 40  # every chunk, both ways (and the closing EOF)
+    assert 0.0 <= proxy.early <= 0.003
+    assert all(x > -0.0035 for x in excess)  # never more than the cap early
 
 
 def test_the_load_generator_takes_its_configuration_from_the_scenario_spec():

@@ -220,3 +220,37 @@ def test_json_contract(small_cmp):
         assert required <= set(res)
         assert set(res["latency_ms"]) >= {"mean", "p50", "p95", "p99", "max"}
     assert [r["transport"] for r in out["results"]] == list(small_cmp.scenario.transports)
+
+
+def test_a_receipt_reaches_the_senders_of_every_message_it_passes(monkeypatch):
+    """In a group, a read receipt that moves the reader's watermark past messages of several
+    senders reaches each of them (the server fans a receipt out to the senders of the messages
+    in (previous watermark, up_to]), not only the senders of the batch it was sent for."""
+    import numpy as np
+
+    from chatcore.workload import Workload
+    from sim import Scenario
+    from sim.clients import READ
+    from sim.model import ChatModel
+    from chatcore.workload import streams
+
+    # Group (0, 1, 2): 0 sends m0 at 1 s (read 5 s later), 1 sends m1 at 2 s (read 0.5 s later).
+    # Client 2's read receipt for m1 (about 2.6 s) passes m0 as well: 0 hears of it then, long
+    # before client 2's own receipt for m0 (about 6.1 s, which moves nothing).
+    wl = Workload(send_time=np.array([1.0, 2.0]), sender=np.array([0, 1]), conversation=np.array([0, 0]),
+                  read_delay=np.array([5.0, 0.5]), start_time=np.zeros(3), poll_phase=np.zeros(3),
+                  members=((0, 1, 2),), conversation_of=np.zeros(3, dtype=np.int64))
+    sc = Scenario().with_overrides({"clients": 3, "group_size": 3, "duration_s": 10.0, "warmup_s": 0.0,
+                                    "connect_ramp_s": 0.0, "rtt_ms": 50.0, "transports": "websocket"})
+    model = ChatModel(sc, "websocket", wl, streams(sc.seed))
+    published = []
+    real = model.delivery.publish
+
+    def spy(targets, kind, msg, size, sent, server):
+        published.append((model.env.now, [t.idx for t in targets], kind, msg))
+        return real(targets, kind, msg, size, sent, server)
+
+    monkeypatch.setattr(model.delivery, "publish", spy)
+    model.run()
+    read_to_0 = [t for t, targets, kind, msg in published if kind == READ and targets == [0] and msg == 0]
+    assert read_to_0 and min(read_to_0) < 4.0, published
