@@ -345,10 +345,10 @@ class DeliveryService:
                                                         own_pending)
                 self.last_read_ok = self.clock.monotonic()
                 failures = 0
-                if own_pending:
-                    # Entries of fan-outs still in flight come back too: fanning out twice
-                    # appends nothing the second time (their outbox rows are gone).
-                    own_pending = len(entries) == self.config.queue_batch
+                # One such read (its first queue_batch entries; any beyond are the
+                # reclaimer's). Entries of fan-outs still in flight come back too: fanning
+                # out twice appends nothing the second time (their outbox rows are gone).
+                own_pending = False
             except asyncio.CancelledError:
                 raise
             except GroupLost:
