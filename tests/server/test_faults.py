@@ -432,7 +432,10 @@ BYSTANDER_PAIRS = 5
 #: The bystanders' end-to-end p99 (its send call until its friend has the message, through any
 #: 429 and its retry) that admission control keeps it under; measured in docs/server.md
 #: "Storms and faults" (small and soak size, with and without admission).
-BYSTANDER_P99_BOUND_S = 2.0
+BYSTANDER_P99_BOUND_S = 3.0
+#: The senders' per-user rate limit, and their rate: 100 of them offer 5,000 messages/s, past
+#: what the server delivers on one core of the test machine.
+FLOOD_RATE = 50.0
 
 
 async def _flood(url: str, token: str, to: str, rate: float, stop: asyncio.Event, counts: dict[str, int],
@@ -539,11 +542,12 @@ async def bystander_p99(redis_url: str | None, tmp_path: Path, admission: bool, 
 
 async def test_bystander_stays_served_beside_senders_at_their_rate_limits(redis_url: str | None,
                                                                           tmp_path: Path) -> None:
-    """With admission control on, a bystander's messages reach its friend with p99 under
-    BYSTANDER_P99_BOUND_S while 100 senders (20 in ``make test``) push at their rate limits;
-    the senders, not the bystander, absorb the refusals."""
+    """With admission control on, the bystanders' messages reach their friends with p99 under
+    BYSTANDER_P99_BOUND_S while 100 senders (20 in ``make test``) push at their rate limits
+    (FLOOD_RATE each); the senders, not the bystanders, absorb the refusals. (With admission
+    off the same load gave a p99 of 16.6 s at soak size: docs/server.md.)"""
     senders, seconds = size(20, 100), size(6, 30)
-    p99, median, counts, n = await bystander_p99(redis_url, tmp_path, True, senders, seconds)
+    p99, median, counts, n = await bystander_p99(redis_url, tmp_path, True, senders, seconds, FLOOD_RATE)
     print(f"\nbystander, admission on, {senders} senders: p99 {p99 * 1000:.0f} ms, median {median * 1000:.0f} ms "
           f"over {n} messages; senders' answers {counts}")
     assert p99 < BYSTANDER_P99_BOUND_S, f"p99 {p99:.2f} s"
