@@ -102,7 +102,9 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
                               max_commit_wait_s=config.admission_max_commit_wait_ms / 1000,
                               max_loop_lag_s=config.admission_max_loop_lag_ms / 1000,
                               delivery_age=delivery.oldest_age, commit_age=store.committer.oldest_age,
-                              loop_lag=lambda: monitor.lag)
+                              loop_lag=lambda: monitor.lag,
+                              light_rate_per_s=config.rate_per_s * config.admission_light_share
+                              if config.admission_light_share > 0 else None)
     chat = ChatService(config, store, auth, hub, presence, delivery, metrics, admission, clock)
     chat_ref.append(chat)
     app[CHAT] = chat

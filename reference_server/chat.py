@@ -103,7 +103,7 @@ class ChatService:
         """The checks before a send is queued: the user's rate, then the server's load."""
         self._rate_limit(user)
         if self.admission is not None:
-            self.admission.check()
+            self.admission.check(user)
 
     def _committed(self, reply: Reply) -> Callable[[Stored | None, BaseException | None], None]:
         """The commit callback of a write: queue its fan-out (in commit order, on the event

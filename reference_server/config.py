@@ -68,6 +68,9 @@ class ServerConfig:
     admission_max_commit_wait_ms: float = 250.0
     #: How late the event loop runs a timer: on one core, the first sign of more work than CPU.
     admission_max_loop_lag_ms: float = 100.0
+    #: Light writers (a recent write rate at most this share of ``rate_per_s``) are held to
+    #: bounds four times higher, so the heavy writers are refused first (0: no such rule).
+    admission_light_share: float = 0.25
 
     # --- rate limit: token bucket per user over sends and receipts ---------------
     rate_per_s: float = 20.0
@@ -132,6 +135,7 @@ class ServerConfig:
             ("admission_max_loop_lag_ms", self.admission_max_loop_lag_ms > 0, "expected > 0"),
             ("instructor_key", self.instructor_key == "" or re.fullmatch(r"[A-Za-z0-9_\-]{8,128}", self.instructor_key)
              is not None, "expected 8-128 letters, digits, - or _"),
+            ("admission_light_share", 0 <= self.admission_light_share <= 1, "expected 0..1 (0: off)"),
         ]
         for name, ok, allowed in checks:
             if not ok:

@@ -20,11 +20,18 @@ Failure handling, in order of likelihood:
   the entry out again after the visibility timeout. Fan-out is idempotent (an item whose
   outbox row is gone is done), so a retry appends nothing twice. After
   ``queue_max_deliveries`` attempts the failing items go to the dead-letter stream.
-* An outbox row whose XADD failed (or that a crashed process left behind) is queued
-  again by the reclaimer once it is older than the visibility timeout.
-* Redis restarted empty (the group is gone: NOGROUP): the group is created again at 0
-  and the whole outbox is queued again. Nothing acknowledged to a client is lost,
-  because the outbox is in SQLite.
+* An XADD that fails (Redis down) is retried with backoff, its items kept ahead of
+  everything queued later, so a Redis outage delays delivery but does not reorder it.
+  An outbox row a crashed process left behind is queued again at the next start, or by
+  the reclaimer once it is older than the visibility timeout.
+* A read whose reply was lost (Redis died mid-answer) is followed by a read of this
+  consumer's own pending entries (``XREADGROUP ... 0``) before any new one, so entries
+  handed out but never received are not left for the reclaimer to deliver late.
+* Redis restarted empty (the group is gone: NOGROUP): the group is created again at the
+  stream's end and the whole outbox is queued again, oldest first, ahead of anything
+  queued since; entries written meanwhile are skipped (their items are in the outbox),
+  so the order of delivery is kept. Nothing acknowledged to a client is lost, because
+  the outbox is in SQLite.
 
 Admission's delivery lag (admission.py) is the age of the oldest item accepted here and
 not yet handed to a consumer, or taken by this process's consumer and not yet in the logs.
@@ -101,6 +108,9 @@ class DeliveryService:
         #: Entries this process's consumer has taken and not yet fanned out -> their
         #: queued-at (wall ms): they count in the delivery lag here, wherever accepted.
         self._taken: dict[str, int] = {}
+        #: Held by the publisher around each XADD and by a lost group's recovery, so that
+        #: no entry is written between the group's re-creation and the outbox's re-queue.
+        self._publish_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
@@ -183,24 +193,28 @@ class DeliveryService:
                 self._publish_wakeup.clear()
                 await self._publish_wakeup.wait()
                 continue
-            items, self._to_publish = self._to_publish, []
-            try:
-                entry_id = await self.queue.publish(items)
-                failures = 0
-                if self.config.server_id:
-                    for item in items:
-                        if item.outbox_id in self._inflight:
-                            self._entry_of[item.outbox_id] = entry_id
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # The outbox rows stay; the reclaimer queues them again.
-                failures += 1
-                log.warning("XADD of %d items failed; their outbox rows will be queued again",
-                            len(items), exc_info=failures == 1)
-                for item in items:
-                    self._queued_outbox.discard(item.outbox_id)
-                await sleep_unless(self._stop, min(5.0, 0.1 * 2 ** failures))
+            async with self._publish_lock:
+                items, self._to_publish = self._to_publish, []
+                try:
+                    entry_id = await self.queue.publish(items)
+                    failures = 0
+                    if self.config.server_id:
+                        for item in items:
+                            if item.outbox_id in self._inflight:
+                                self._entry_of[item.outbox_id] = entry_id
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # Retried first, ahead of what was queued meanwhile: order is kept. (If
+                    # Redis did append it, the second copy's fan-out appends nothing.)
+                    failures += 1
+                    log.warning("XADD of %d items failed; retrying", len(items), exc_info=failures == 1)
+                    self._to_publish[:0] = items
+                    failed = True
+                else:
+                    failed = False
+            if failed:
+                await sleep_unless(self._stop, min(2.0, 0.1 * 2 ** failures))
                 continue
             self._wakeup.set()
 
@@ -309,6 +323,7 @@ class DeliveryService:
         failures = 0
         acks: list[str] = []       # entries whose fan-out is pushed, to XACK with the next read
         in_flight = 0
+        own_pending = False        # after a failed read: first re-read what it may have handed us
 
         def fanned_out(entries: list[Entry], ok: list[str] | None) -> None:
             nonlocal in_flight
@@ -326,16 +341,26 @@ class DeliveryService:
                 continue
             to_ack, acks = acks, []
             try:
-                entries = await self.queue.ack_and_read(to_ack, self.consumer, self.config.queue_batch)
+                entries = await self.queue.ack_and_read(to_ack, self.consumer, self.config.queue_batch,
+                                                        own_pending)
                 self.last_read_ok = self.clock.monotonic()
                 failures = 0
+                # One such read (its first queue_batch entries; any beyond are the
+                # reclaimer's). Entries of fan-outs still in flight come back too: fanning
+                # out twice appends nothing the second time (their outbox rows are gone).
+                own_pending = False
             except asyncio.CancelledError:
                 raise
             except GroupLost:
+                own_pending = False
                 await self._recover_group()
                 continue
             except Exception:
                 # Unacknowledged entries stay pending; the reclaimer finds their items done.
+                # The reply may have been lost after Redis handed entries to this consumer:
+                # read those first next time.
+                own_pending = True
+                acks = to_ack + acks
                 failures += 1
                 log.warning("XREADGROUP failed", exc_info=failures == 1)
                 await sleep_unless(self._stop, min(5.0, 0.1 * 2 ** failures))
@@ -358,9 +383,18 @@ class DeliveryService:
                     "creating it again and re-queueing the outbox")
         self.metrics.group_recreated.inc()
         try:
-            await self.queue.ensure_group()
-            self._queued_outbox.clear()
-            await self._requeue_outbox(None)
+            async with self._publish_lock:
+                # At the stream's end: what was written since Redis restarted is in the
+                # outbox and is queued again below, in order, ahead of anything newer.
+                await self.queue.ensure_group(at="$")
+                items = await self.store.pending_outbox(None)
+                known = {item.outbox_id for item in items}
+                self._to_publish = items + [i for i in self._to_publish if i.outbox_id not in known]
+                self._queued_outbox = known | {i.outbox_id for i in self._to_publish}
+                now = self.clock.monotonic()
+                for item in items:
+                    self._inflight.setdefault(item.outbox_id, now)
+                self._publish_wakeup.set()
         except Exception:
             log.warning("re-creating the consumer group failed; retrying", exc_info=True)
             await sleep_unless(self._stop, 1.0)

@@ -83,10 +83,13 @@ class DeliveryQueue:
         self.stream = f"{prefix}:deliveries"
         self.dead = f"{prefix}:deliveries:dead"
 
-    async def ensure_group(self) -> None:
-        """Create the consumer group at id 0 (and the stream) unless it exists."""
+    async def ensure_group(self, at: str = "0") -> None:
+        """Create the consumer group (and the stream) unless it exists: at id 0, so that no
+        entry already in the stream is skipped. ``at="$"`` (the stream's end) is only for a
+        caller that queues every undelivered item again right after (a lost group's
+        recovery: the entries written before it would otherwise come first, out of order)."""
         try:
-            await self.redis.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
+            await self.redis.xgroup_create(self.stream, GROUP, id=at, mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -95,11 +98,14 @@ class DeliveryQueue:
         """Append one entry holding *items*; returns its stream id."""
         return str(await self.redis.xadd(self.stream, {"items": encode_items(items)}))
 
-    async def read(self, consumer: str, count: int) -> list[Entry]:
+    async def read(self, consumer: str, count: int, own_pending: bool = False) -> list[Entry]:
         """Up to *count* new entries for *consumer*, without waiting (the delivery service
-        waits on its own wake-up instead, see delivery.py). Raises :class:`GroupLost`."""
+        waits on its own wake-up instead, see delivery.py); with *own_pending*, the entries
+        already handed to *consumer* and not acknowledged (after a read whose reply was lost).
+        Raises :class:`GroupLost`."""
         try:
-            reply: Any = await self.redis.xreadgroup(GROUP, consumer, {self.stream: ">"}, count=count)
+            reply: Any = await self.redis.xreadgroup(GROUP, consumer, {self.stream: "0" if own_pending else ">"},
+                                                     count=count)
         except ResponseError as exc:
             if _lost(exc):
                 raise GroupLost(str(exc)) from None
@@ -112,14 +118,15 @@ class DeliveryQueue:
         if entry_ids:
             await self.redis.xack(self.stream, GROUP, *entry_ids)
 
-    async def ack_and_read(self, entry_ids: list[str], consumer: str, count: int) -> list[Entry]:
+    async def ack_and_read(self, entry_ids: list[str], consumer: str, count: int,
+                           own_pending: bool = False) -> list[Entry]:
         """:meth:`ack` the previous batch and :meth:`read` the next in one round trip."""
         if not entry_ids:
-            return await self.read(consumer, count)
+            return await self.read(consumer, count, own_pending)
         try:
             async with self.redis.pipeline(transaction=False) as p:
                 p.xack(self.stream, GROUP, *entry_ids)
-                p.xreadgroup(GROUP, consumer, {self.stream: ">"}, count=count)
+                p.xreadgroup(GROUP, consumer, {self.stream: "0" if own_pending else ">"}, count=count)
                 _, reply = await p.execute()
         except ResponseError as exc:
             if _lost(exc):

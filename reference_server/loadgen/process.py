@@ -12,8 +12,9 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -61,6 +62,8 @@ class ServerProcess:
     #: Linux: the signal the child gets if this process dies first (0: none), so that a
     #: supervisor killed without a chance to clean up leaves no server behind.
     parent_death_signal: int = 0
+    #: ServerConfig overrides after the profile (``--set NAME=VALUE``), e.g. ``{"admission": False}``.
+    settings: dict[str, Any] = field(default_factory=dict)
     proc: asyncio.subprocess.Process | None = None
 
     @property
@@ -89,6 +92,8 @@ class ServerProcess:
             cmd += ["--db-url", self.db_url]
         if self.profile != "loadtest":
             cmd += ["--profile", self.profile]
+        for name, value in self.settings.items():
+            cmd += ["--set", f"{name}={value}"]
         self.proc = await asyncio.create_subprocess_exec(
             *cmd, stdout=asyncio.subprocess.PIPE, stderr=log, stdin=asyncio.subprocess.DEVNULL,
             preexec_fn=die_with_parent(self.parent_death_signal) if self.parent_death_signal else None,

@@ -75,7 +75,9 @@ async def test_http_send_is_refused_while_delivery_lags_and_accepted_after(make_
     api = Api(session, server.url)
     alice, _ = await api.user("alice"), await api.user("bob")
     await api.send(alice, "accepted", to="bob")          # delivery lag 0: admitted, then stuck
-    clock.advance(0.3)                                    # the stuck item is now 300 ms old
+    # The stuck item is now 1.1 s old: past the bound even for a light writer like alice
+    # (LIGHT_FACTOR x 250 ms; test_light_writers_are_held_to_a_higher_bound).
+    clock.advance(1.1)
     before = await stored(server)
     async with session.post(server.url + "/api/messages", headers={"Authorization": f"Bearer {alice}"},
                             json={"to": "bob", "body": "refused", "client_msg_id": "r1"}) as r:
@@ -101,7 +103,7 @@ async def test_ws_send_is_refused_with_an_error_frame_naming_it(make_server, ses
     await ws_frames_until(ws, lambda f: f["type"] == "resumed")
     await ws.send_json({"type": "send", "to": "bob", "body": "first", "client_msg_id": "c1"})
     assert (await ws_frames_until(ws, lambda f: True))[-1]["type"] == "ack"
-    clock.advance(1.0)
+    clock.advance(1.1)  # past the bound even for a light writer (LIGHT_FACTOR x 250 ms)
     await ws.send_json({"type": "send", "to": "bob", "body": "second", "client_msg_id": "c2"})
     frame = (await ws_frames_until(ws, lambda f: True))[-1]
     assert frame["type"] == "error" and frame["error"] == "overloaded" and frame["client_msg_id"] == "c2"
@@ -129,3 +131,56 @@ async def test_client_backs_off_after_429_and_resends_once(transport: str, make_
         for c in (alice, bob):
             await c.stop()
     assert json.dumps(acks)  # plain JSON answers
+
+
+def _fair_admission(clock: FakeClock, lag: list[float]) -> Admission:
+    return Admission(clock, max_delivery_lag_s=0.25, max_commit_wait_s=0.25, max_loop_lag_s=0.1,
+                     delivery_age=lambda now: lag[0], commit_age=lambda now: 0.0, loop_lag=lambda: 0.0,
+                     light_rate_per_s=5.0)
+
+
+def test_light_writers_are_held_to_a_higher_bound() -> None:
+    """Past the bound the heavy writer is refused and the light one admitted, up to
+    LIGHT_FACTOR times the bound; past that, both (degrade, never collapse)."""
+    from reference_server.admission import LIGHT_FACTOR
+
+    clock = FakeClock()
+    lag = [0.0]
+    adm = _fair_admission(clock, lag)
+    for step in range(200):  # 10 s: the heavy writer at 20 writes/s, the light one every 2 s
+        adm.check("heavy")
+        if step % 40 == 0:
+            adm.check("light")
+        clock.advance(0.05)
+    assert adm.rate_of("heavy") > 15 and adm.rate_of("light") < 1
+    lag[0] = 0.5  # twice the bound
+    with pytest.raises(ApiError):
+        adm.check("heavy")
+    adm.check("light")  # admitted
+    clock.advance(2.0)
+    lag[0] = 0.25 * LIGHT_FACTOR + 0.01
+    with pytest.raises(ApiError):
+        adm.check("light")
+    assert adm.refused["delivery_lag"] == 2
+
+
+def test_writers_at_the_same_pace_are_all_held_to_the_bound() -> None:
+    clock = FakeClock()
+    lag = [0.0]
+    adm = _fair_admission(clock, lag)
+    for _ in range(40):  # 20 users, one write/s each: all well under light_rate_per_s
+        for u in range(20):
+            adm.check(f"u{u}")
+            clock.advance(0.05)
+    lag[0] = 0.5
+    for u in range(20):
+        with pytest.raises(ApiError):
+            adm.check(f"u{u}")
+
+
+def test_without_the_rule_everyone_has_the_same_bound() -> None:
+    clock = FakeClock()
+    adm = _admission(clock, delivery=0.3)
+    for user in ("light", None):
+        with pytest.raises(ApiError):
+            adm.check(user)
