@@ -291,6 +291,17 @@ async def test_logout_revokes_the_token_and_is_idempotent(make_server, session: 
     assert (await api.call("POST", "/api/logout"))[0] == 401, "no token at all is still a 401"
 
 
+async def test_the_python_client_logs_out(server, api: Api) -> None:
+    from reference_server.client import ChatClient
+
+    await api.user("alice")
+    client = ChatClient(server.url, "alice", PASSWORD, transport="short_polling", session=api.session)
+    token = await client.login()
+    await client.logout()
+    assert client.token is None
+    assert (await api.call("GET", "/api/poll", token))[0] == 401
+
+
 @pytest.mark.parametrize("db", ["sqlite", "postgresql"])
 async def test_tokens_expire_on_the_injected_clock_and_are_pruned(make_server, session: aiohttp.ClientSession,
                                                                   db: str) -> None:
