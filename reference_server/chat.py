@@ -8,7 +8,6 @@ or a frame. Nothing here knows about aiohttp.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -36,9 +35,6 @@ def cursor_expired(current: Cursor) -> ApiError:
     return ApiError(410, "cursor_expired", "cursor is from another epoch or older than the retained "
                     "history: reload history, then continue from 'cursor'", cursor=str(current))
 
-
-#: How often a held long poll checks that its client is still connected (seconds).
-GONE_CHECK_S = 1.0
 
 #: What a write's caller is told when its commit is done: ``(answer, None)`` or ``(None, error)``.
 Reply = Callable[[dict[str, Any] | None, ApiError | None], None]
@@ -194,11 +190,11 @@ class ChatService:
         return self._page_body(await self.store.read_events(user, after, self.config.poll_max_events))
 
     async def long_poll(self, user: str, conn_id: str, after: Cursor | None, timeout_s: float,
-                        gone: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+                        gone: asyncio.Future[None] | None = None) -> dict[str, Any]:
         """Long poll: like :meth:`poll`, but with no events waits up to *timeout_s* for one.
-        While it waits it checks *gone* every :data:`GONE_CHECK_S`: a client that went away
-        releases its hold at once, and its presence expires a TTL from then, like after
-        any poll (not a TTL after the hold it asked for)."""
+        *gone* resolves when the client disconnects: the hold is released at once, and the
+        connection's presence expires a TTL from then, like after any poll (not a TTL after
+        the hold it asked for)."""
         await self.presence.touch(user, conn_id, extra_ms=int(timeout_s * 1000))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -209,22 +205,20 @@ class ChatService:
                 remaining = deadline - loop.time()
                 if isinstance(page, Expired) or page.events or remaining <= 0 or self.hub.closing:
                     return self._page_body(page)
+                if gone is not None and gone.done():
+                    break
                 self.metrics.held_longpolls.inc(1)
                 try:
-                    while not waiter.done() and not gone():
-                        left = deadline - loop.time()
-                        if left <= 0:
-                            break
-                        with contextlib.suppress(TimeoutError):
-                            async with asyncio.timeout(min(left, GONE_CHECK_S)):
-                                await asyncio.shield(waiter)
+                    await asyncio.wait([waiter] if gone is None else [waiter, gone], timeout=remaining,
+                                       return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     self.metrics.held_longpolls.inc(-1)
-                if gone():
-                    await self.presence.release(user, conn_id)
-                    return self._page_body(page)  # nobody reads it; the handler ends
+                if gone is not None and gone.done():
+                    break
             finally:
                 self.hub.drop_waiter(user, waiter)
+        await self.presence.release(user, conn_id)
+        return self._page_body(page)  # nobody reads it; the handler ends
 
     @staticmethod
     def _page_body(page: Page | Expired) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import logging
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -24,6 +25,7 @@ from . import payloads
 from .auth import bearer
 from .chat import ChatService
 from .errors import ApiError, bad_request
+from .http_guard import GuardedHandler
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -176,6 +178,11 @@ async def poll(request: web.Request) -> web.Response:
     return json_response(await chat.poll(user, conn_id, after))
 
 
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 async def long_poll(request: web.Request) -> web.Response:
     user = await _user(request)
     chat = request.app[CHAT]
@@ -184,9 +191,18 @@ async def long_poll(request: web.Request) -> web.Response:
     timeout = payloads.parse_number(q.get("timeout"), "timeout", chat.config.longpoll_default_timeout_s,
                                     0.0, chat.config.longpoll_max_timeout_s)
     conn_id = chat.delivery.router.conn_id("t", poll_conn_id(token_of(request)))
+    gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     transport = request.transport
-    return json_response(await chat.long_poll(user, conn_id, after, timeout,
-                                              gone=lambda: transport is None or transport.is_closing()))
+    if transport is None or transport.is_closing():
+        gone.set_result(None)
+    protocol = request.protocol
+    cancel = protocol.on_lost(partial(_resolve, gone)) \
+        if isinstance(protocol, GuardedHandler) else None  # another runner: held to its timeout
+    try:
+        return json_response(await chat.long_poll(user, conn_id, after, timeout, gone))
+    finally:
+        if cancel is not None:
+            cancel()
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:

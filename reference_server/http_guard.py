@@ -7,6 +7,9 @@
   connection whose request head is not complete ``header_timeout_s`` after the connection
   opened or after the head's first byte (nginx's ``client_header_timeout``, Apache's
   ``RequestReadTimeout``). Bodies (at most 16 KiB) have their own bound in the handlers.
+* **Disconnects.** :meth:`GuardedHandler.on_lost` tells a held long poll that its client
+  went away, so it is released at once (aiohttp does not cancel a handler whose client
+  left, and its ``handler_cancellation`` would cancel every handler at any point).
 * **Quiet refusals.** aiohttp logs every malformed request (bad request line, bad header
   bytes, over-long header) at ERROR with a traceback, so anyone can fill the log. A
   malformed request is the client's fault: :class:`QuietServerLog` logs it at INFO, one
@@ -20,6 +23,7 @@ import asyncio
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web, web_protocol
@@ -80,9 +84,18 @@ class GuardedHandler(web_protocol.RequestHandler):
         elif self.transport is not None and not self._force_close:
             self._arm()  # part of a new head: it has header_timeout_s from its first byte
 
+    def on_lost(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call *callback* when the peer goes away (a held long poll lets go at once, without
+        checking on a timer); returns the function that cancels this."""
+        callbacks = self.__dict__.setdefault("_lost", set())
+        callbacks.add(callback)
+        return lambda: callbacks.discard(callback)
+
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+        for callback in list(self.__dict__.pop("_lost", ())):
+            callback()
 
     def _head_too_slow(self) -> None:
         """No complete request head since the timer started (a drip, or a connection that
