@@ -86,15 +86,19 @@ class Authenticator:
         """``{"token", "user", "expires_at"}``; 401 for an unknown user or a wrong password
         (the answer, and the work done, do not say which); 429 when this account or
         *address* failed too often."""
-        wait = max(self._per_account.wait_s(cred.user), self._per_ip.wait_s(address))
-        if wait > 0:
-            raise too_many_logins(wait)
+        # Each attempt takes its token up front and a success gives it back, so attempts in
+        # flight at once (the password check takes tens of milliseconds) count too.
+        if not self._per_account.take(cred.user):
+            raise too_many_logins(self._per_account.wait_s(cred.user))
+        if not self._per_ip.take(address):
+            self._per_account.refund(cred.user)
+            raise too_many_logins(self._per_ip.wait_s(address))
         stored = await self._store.password_hash(cred.user)
         ok = await asyncio.to_thread(verify_password, cred.password, stored or self._dummy_hash)
         if not ok or stored is None:
-            self._per_account.take(cred.user)
-            self._per_ip.take(address)
             raise unauthorized("unknown user or wrong password")
+        self._per_account.refund(cred.user)
+        self._per_ip.refund(address)
         token = secrets.token_urlsafe(32)
         expires = self.clock.wall_ms() + self._ttl_ms
         await self._store.save_token(_token_hash(token), cred.user, expires)
@@ -142,9 +146,9 @@ class Authenticator:
 
 
 class Throttle:
-    """Token buckets by key (account name, address), created on a failure and forgotten
-    once full again (:meth:`prune`), so a flood of made-up names costs bounded memory
-    between prunes."""
+    """Token buckets by key (account name, address), created on the first attempt and
+    forgotten once full again (:meth:`prune`), so a flood of made-up names costs bounded
+    memory between prunes."""
 
     def __init__(self, rate: float, burst: int, clock: Clock) -> None:
         self.rate, self.burst, self.clock = rate, burst, clock
@@ -158,11 +162,18 @@ class Throttle:
         bucket.refill()
         return bucket.wait_s()
 
-    def take(self, key: str) -> None:
+    def take(self, key: str) -> bool:
+        """Spend one of *key*'s tokens; False (nothing spent) when it has none."""
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = self._buckets[key] = TokenBucket(self.rate, self.burst, self.clock)
-        bucket.take()
+        return bucket.take()
+
+    def refund(self, key: str) -> None:
+        """Give back the token an attempt took (it succeeded)."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            bucket.tokens = min(bucket.burst, bucket.tokens + 1.0)
 
     def prune(self) -> None:
         for key in [k for k, b in self._buckets.items() if b.refill() >= b.burst]:

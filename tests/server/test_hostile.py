@@ -156,6 +156,16 @@ async def test_failed_logins_are_throttled_per_account_even_with_the_right_passw
     assert (await api.call("POST", "/api/login", json={"user": "alice", "password": "right"}))[0] == 200
 
 
+async def test_concurrent_failed_logins_cannot_outrun_the_throttle(make_server,
+                                                                   session: aiohttp.ClientSession) -> None:
+    server = await make_server(clock=FakeClock(), login_failures_per_account_burst=3)
+    api = Api(session, server.url)
+    await api.user("alice", "right")
+    answers = await asyncio.gather(*(api.call("POST", "/api/login", json={"user": "alice", "password": "wrong"})
+                                     for _ in range(12)))
+    assert sorted(s for s, _ in answers) == [401] * 3 + [429] * 9, "attempts in flight count too"
+
+
 async def test_failed_logins_are_throttled_per_address(make_server, session: aiohttp.ClientSession) -> None:
     server = await make_server(clock=FakeClock(), login_failures_per_ip_burst=4)
     api = Api(session, server.url)
