@@ -86,19 +86,21 @@ class Authenticator:
         """``{"token", "user", "expires_at"}``; 401 for an unknown user or a wrong password
         (the answer, and the work done, do not say which); 429 when this account or
         *address* failed too often."""
-        # Each attempt takes its token up front and a success gives it back, so attempts in
-        # flight at once (the password check takes tens of milliseconds) count too.
+        # An attempt on an account takes its token up front and a success gives it back, so
+        # guesses in flight at once (the password check takes tens of milliseconds) count
+        # too. An address is charged for failures only: many users behind one address (a
+        # NAT, a load generator) may log in at once.
+        wait_ip = self._per_ip.wait_s(address)
+        if wait_ip > 0:
+            raise too_many_logins(wait_ip)
         if not self._per_account.take(cred.user):
             raise too_many_logins(self._per_account.wait_s(cred.user))
-        if not self._per_ip.take(address):
-            self._per_account.refund(cred.user)
-            raise too_many_logins(self._per_ip.wait_s(address))
         stored = await self._store.password_hash(cred.user)
         ok = await asyncio.to_thread(verify_password, cred.password, stored or self._dummy_hash)
         if not ok or stored is None:
+            self._per_ip.take(address)
             raise unauthorized("unknown user or wrong password")
         self._per_account.refund(cred.user)
-        self._per_ip.refund(address)
         token = secrets.token_urlsafe(32)
         expires = self.clock.wall_ms() + self._ttl_ms
         await self._store.save_token(_token_hash(token), cred.user, expires)
