@@ -15,11 +15,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ..soak import size
 from .conftest import PASSWORD
 from .fuzz_support import (FUZZ_SETTINGS, FuzzServer, bodies, check_answer, client_msg_ids, conversations,
                            header_bytes, http, json_values, nasty_text, shaped, start, user_names)
 
-pytestmark = pytest.mark.soak
+pytestmark = [pytest.mark.soak, pytest.mark.timeout(size(300, 7200))]
 
 
 @pytest.fixture(scope="module")

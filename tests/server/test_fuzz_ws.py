@@ -18,15 +18,23 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from ..soak import size
 from .fuzz_support import (FUZZ_SETTINGS, FuzzServer, bodies, client_msg_ids, conversations, json_values,
                            nasty_text, shaped, start, user_names)
 
-pytestmark = pytest.mark.soak
+pytestmark = [pytest.mark.soak, pytest.mark.timeout(size(300, 7200))]
 
 
 @pytest.fixture(scope="module")
 def fs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzServer]:
-    yield from start(tmp_path_factory.mktemp("fuzz-ws"))
+    server = start(tmp_path_factory.mktemp("fuzz-ws"))
+    try:
+        yield next(server)
+    finally:
+        for ws in _OPEN.values():  # before the server stops, so it need not wait for them
+            ws.close()
+        _OPEN.clear()
+        next(server, None)
 
 
 def _open(fs: FuzzServer) -> Any:
@@ -37,9 +45,18 @@ def _open(fs: FuzzServer) -> Any:
 
 @contextlib.contextmanager
 def _session(fs: FuzzServer, who: str = "alice") -> Iterator[ClientConnection]:
-    """Authenticated and resumed; the replay and ``resumed`` are read."""
-    with _open(fs) as ws:
-        yield _resumed(ws, fs, who)
+    """Authenticated and resumed; the replay and ``resumed`` are read. One connection per
+    user is kept for the module (a bad frame must not close it: if one did, the next probe
+    fails the test), so 10,000 examples do not cost 10,000 handshakes."""
+    ws = _OPEN.get(who)
+    if ws is None or ws.state.name != "OPEN":
+        ws = _OPEN[who] = _resumed(connect(f"ws://127.0.0.1:{fs.port}/ws", compression=None, proxy=None,
+                                           open_timeout=30, max_size=None, ping_interval=None, legacy=True),
+                                   fs, who)
+    yield ws
+
+
+_OPEN: dict[str, ClientConnection] = {}
 
 
 def _resumed(ws: ClientConnection, fs: FuzzServer, who: str) -> ClientConnection:
