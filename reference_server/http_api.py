@@ -84,13 +84,16 @@ def _query(request: web.Request, allowed: set[str]) -> dict[str, str]:
     return dict(q)
 
 
-async def _body(request: web.Request) -> Any:
+async def _raw_body(request: web.Request) -> bytes:
     try:  # a body dripped byte by byte gets as long as a request head (http_guard.py)
         async with asyncio.timeout(request.app[CHAT].config.http_header_timeout_s):
-            raw = await request.read()
+            return await request.read()
     except TimeoutError:
         raise ApiError(408, "timeout", "request body not received in time") from None
-    return payloads.decode_json(raw)
+
+
+async def _body(request: web.Request) -> Any:
+    return payloads.decode_json(await _raw_body(request))
 
 
 def token_of(request: web.Request) -> str | None:
@@ -123,7 +126,7 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     """Revoke the request's token; idempotent (a retry after a lost answer succeeds too)."""
     _query(request, set())
-    if request.can_read_body and await request.read():
+    if (await _raw_body(request)).strip():
         raise bad_request("logout takes no body")
     return json_response(await request.app[CHAT].logout(token_of(request)))
 

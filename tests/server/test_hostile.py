@@ -247,6 +247,18 @@ async def test_a_client_dripping_its_request_head_is_cut_off(make_server) -> Non
         assert r.status == 200, "a well-behaved client is served"
 
 
+async def test_a_body_dripped_too_slowly_is_a_408(make_server) -> None:
+    server = await make_server(http_header_timeout_s=0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 100\r\n\r\n{")
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+    finally:
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 408 "), head
+
+
 async def test_an_idle_connection_that_sends_nothing_is_closed(make_server) -> None:
     server = await make_server(http_header_timeout_s=0.5)
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
