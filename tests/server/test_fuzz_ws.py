@@ -49,10 +49,20 @@ def _session(fs: FuzzServer, who: str = "alice") -> Iterator[ClientConnection]:
     user is kept for the module (a bad frame must not close it: if one did, the next probe
     fails the test), so 10,000 examples do not cost 10,000 handshakes."""
     ws = _OPEN.get(who)
-    if ws is None or ws.state.name != "OPEN":
+    if ws is not None:
+        try:
+            while True:  # what was pushed to it since its last use (other users' sends)
+                ws.recv(timeout=0)
+        except TimeoutError:
+            pass
+        except (ConnectionClosed, OSError):
+            ws = None  # closed meanwhile (a bad frame of an earlier example was the 1007 one)
+    if ws is None:
+        # max_queue=None: the client's reader thread keeps reading while the test does not,
+        # so the server never sees a slow consumer (4008) on an idle cached connection.
         ws = _OPEN[who] = _resumed(connect(f"ws://127.0.0.1:{fs.port}/ws", compression=None, proxy=None,
-                                           open_timeout=30, max_size=None, ping_interval=None, legacy=True),
-                                   fs, who)
+                                           open_timeout=30, max_size=None, max_queue=None, ping_interval=None,
+                                           legacy=True), fs, who)
     yield ws
 
 
