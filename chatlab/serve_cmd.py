@@ -31,6 +31,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(docs/WORKSHOP.md)")
     parser.add_argument("--ws-compression", action="store_true",
                         help="offer permessage-deflate on WebSockets (off by default: it costs throughput)")
+    parser.add_argument("--ws-allow-origin", action="append", default=[], metavar="ORIGIN",
+                        help="a browser origin besides the server's own that may open /ws, e.g. "
+                             "https://chat.example.com (repeatable; clients that send no Origin are always allowed)")
+
+
+def allowed_origins(args: argparse.Namespace) -> tuple[str, ...]:
+    """The ``--ws-allow-origin`` values, each ``scheme://host[:port]`` as a browser sends it."""
+    from reference_server.config import is_origin
+
+    for origin in args.ws_allow_origin or ():
+        if not is_origin(origin):
+            raise UsageError(f"--ws-allow-origin={origin}: expected scheme://host[:port], "
+                             "e.g. https://chat.example.com (no path, no trailing slash)")
+    return tuple(args.ws_allow_origin or ())
 
 
 def _port(text: str) -> int:
@@ -55,6 +69,7 @@ def _valid_numeric_host(host: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     port = _port(str(args.port))
+    origins = allowed_origins(args)
     if not _HOST.match(args.host) or not _valid_numeric_host(args.host):
         raise UsageError(f"--host={args.host}: expected an IP address or host name")
     if args.redis_url is not None and not re.match(r"^rediss?://", args.redis_url):
@@ -77,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = ServerConfig(host=args.host, port=port, redis_url=args.redis_url, data_dir=data_dir,
                               db_path=db, db_url=db_url, server_id=args.server_id,
-                              ws_compression=bool(args.ws_compression), instructor_key=args.instructor_key)
+                              ws_compression=bool(args.ws_compression), instructor_key=args.instructor_key,
+                              ws_allowed_origins=origins)
     except ValueError as exc:  # ServerConfig's own one-line message: "name=value: expected ..."
         raise UsageError(f"--{str(exc).replace('_', '-', 1)}") from None
     try:

@@ -32,6 +32,7 @@ from .clock import SYSTEM, Clock
 from .config import ServerConfig
 from .delivery import DeliveryService
 from .http_api import CHAT, METRICS, add_routes, error_middleware
+from .http_guard import GuardedRunner
 from .hub import Hub
 from .metrics import Metrics
 from .presence import Presence
@@ -94,7 +95,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
 
     presence = Presence(redis, config.redis_prefix, config.presence_ttl_s, config.presence_heartbeat_s,
                         announce, clock)
-    auth = Authenticator(store, config.scrypt_n, config.token_ttl_s)
+    auth = Authenticator(store, config.scrypt_n, config.token_ttl_s, clock, config)
     monitor = LoopMonitor(clock)
     admission = None
     if config.admission:
@@ -126,7 +127,9 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
                                  name="presence-sweep"),
              asyncio.create_task(run_every(stop, min(1.0, config.presence_heartbeat_s / 4),
                                            presence.refresh_local, "presence heartbeat"),
-                                 name="presence-heartbeat")]
+                                 name="presence-heartbeat"),
+             asyncio.create_task(run_every(stop, config.housekeeping_s, chat.housekeeping, "housekeeping"),
+                                 name="housekeeping")]
     log.info("chat server: db=%s redis=%s epoch=%s", store.where, config.redis_url or "embedded",
              store.epoch)
     yield
@@ -174,8 +177,9 @@ class RunningServer:
 
 async def run_server(config: ServerConfig, static_dir: Path = STATIC_DIR, clock: Clock = SYSTEM) -> RunningServer:
     """Start the server in this event loop; returns once it accepts connections."""
-    runner = web.AppRunner(create_app(config, static_dir, clock), access_log=None, shutdown_timeout=2.0,
-                           handle_signals=False)
+    runner = GuardedRunner(create_app(config, static_dir, clock), header_timeout_s=config.http_header_timeout_s,
+                           keepalive_timeout=config.http_keepalive_timeout_s, access_log=None,
+                           shutdown_timeout=2.0, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     try:

@@ -8,6 +8,7 @@ or a frame. Nothing here knows about aiohttp.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -24,31 +25,9 @@ from .metrics import Metrics
 from .payloads import Credentials, ReceiptRequest, SendRequest
 from .presence import Presence
 from .store import Expired, Item, Page, Store, Stored
+from .throttle import TokenBucket
 
-
-class TokenBucket:
-    """``rate`` tokens per second, at most ``burst`` saved up, on an injected clock."""
-
-    __slots__ = ("rate", "burst", "tokens", "stamp", "clock")
-
-    def __init__(self, rate: float, burst: int, clock: Clock) -> None:
-        self.rate, self.burst = rate, float(burst)
-        self.tokens = float(burst)
-        self.clock = clock
-        self.stamp = clock.monotonic()
-
-    def take(self) -> bool:
-        now = self.clock.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-    def wait_s(self) -> float:
-        """Seconds until one token is available (0 if one is)."""
-        return max(0.0, (1.0 - self.tokens) / self.rate)
+__all__ = ["ChatService", "TokenBucket", "cursor_expired", "unavailable"]
 
 
 def cursor_expired(current: Cursor) -> ApiError:
@@ -80,14 +59,26 @@ class ChatService:
         self.admission = admission
         self.clock = clock
         self._buckets: dict[str, TokenBucket] = {}
+        self._read_buckets: dict[str, TokenBucket] = {}
 
     # --- accounts ----------------------------------------------------------------
     async def register(self, cred: Credentials) -> dict[str, Any]:
         await self.auth.register(cred)
         return {"user": cred.user}
 
-    async def login(self, cred: Credentials) -> dict[str, Any]:
-        return await self.auth.login(cred)
+    async def login(self, cred: Credentials, address: str = "") -> dict[str, Any]:
+        return await self.auth.login(cred, address)
+
+    async def logout(self, token: str | None) -> dict[str, Any]:
+        await self.auth.logout(token)
+        return {"logged_out": True}
+
+    async def housekeeping(self) -> None:
+        """Periodic: drop expired tokens and the throttle buckets that are full again."""
+        await self.auth.prune()
+        for buckets in (self._buckets, self._read_buckets):
+            for user in [u for u, b in buckets.items() if b.refill() >= b.burst]:
+                del buckets[user]
 
     # --- writes --------------------------------------------------------------------
     def _rate_limit(self, user: str) -> None:
@@ -98,6 +89,18 @@ class ChatService:
             raise ApiError(429, "rate_limited", f"more than {self.config.rate_per_s:g} requests/s "
                            f"(burst {self.config.rate_burst}): slow down and resend",
                            retry_after_ms=max(1, round(bucket.wait_s() * 1000)))
+
+    def _read_limit(self, user: str, cost: float) -> None:
+        """Reads are cheap one by one but not in bulk (a page of 500 messages is ~100 KB
+        built in memory): a per-user bucket, *cost* tokens per read."""
+        bucket = self._read_buckets.get(user)
+        if bucket is None:
+            bucket = self._read_buckets[user] = TokenBucket(self.config.read_rate_per_s, self.config.read_burst,
+                                                            self.clock)
+        if not bucket.take(cost):
+            raise ApiError(429, "rate_limited", f"more than {self.config.read_rate_per_s:g} reads/s "
+                           f"(burst {self.config.read_burst}; a history page costs 1 per 50 messages): "
+                           "slow down and retry", retry_after_ms=max(1, math.ceil(bucket.wait_s(cost) * 1000)))
 
     def _admit(self, user: str) -> None:
         """The checks before a send is queued: the user's rate, then the server's load."""
@@ -169,12 +172,14 @@ class ChatService:
 
     # --- reads -------------------------------------------------------------------------
     async def history(self, user: str, conversation: str, before: int | None, limit: int) -> dict[str, Any]:
+        self._read_limit(user, math.ceil(limit / 50))
         return await self.store.history(user, conversation, before, limit)
 
     async def presence_of(self, viewer: str, users: list[str]) -> dict[str, Any]:
         """Presence of *users* as *viewer* may see it: online/offline for itself and for those
         who have sent a message in a conversation with it, ``unknown`` for everyone else,
         registered or not (the answer does not tell which)."""
+        self._read_limit(viewer, math.ceil(len(users) / 50))
         visible = await self.store.visible_to(viewer, users)
         status = await self.presence.status([u for u in users if u in visible])
         return {"presence": {u: status.get(u, PresenceState.UNKNOWN.value) for u in users}}
@@ -184,8 +189,12 @@ class ChatService:
         await self.presence.touch(user, conn_id)
         return self._page_body(await self.store.read_events(user, after, self.config.poll_max_events))
 
-    async def long_poll(self, user: str, conn_id: str, after: Cursor | None, timeout_s: float) -> dict[str, Any]:
-        """Long poll: like :meth:`poll`, but with no events waits up to *timeout_s* for one."""
+    async def long_poll(self, user: str, conn_id: str, after: Cursor | None, timeout_s: float,
+                        gone: asyncio.Future[None] | None = None) -> dict[str, Any]:
+        """Long poll: like :meth:`poll`, but with no events waits up to *timeout_s* for one.
+        *gone* resolves when the client disconnects: the hold is released at once, and the
+        connection's presence expires a TTL from then, like after any poll (not a TTL after
+        the hold it asked for)."""
         await self.presence.touch(user, conn_id, extra_ms=int(timeout_s * 1000))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -196,16 +205,20 @@ class ChatService:
                 remaining = deadline - loop.time()
                 if isinstance(page, Expired) or page.events or remaining <= 0 or self.hub.closing:
                     return self._page_body(page)
+                if gone is not None and gone.done():
+                    break
                 self.metrics.held_longpolls.inc(1)
                 try:
-                    async with asyncio.timeout(remaining):
-                        await waiter
-                except TimeoutError:
-                    pass
+                    await asyncio.wait([waiter] if gone is None else [waiter, gone], timeout=remaining,
+                                       return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     self.metrics.held_longpolls.inc(-1)
+                if gone is not None and gone.done():
+                    break
             finally:
                 self.hub.drop_waiter(user, waiter)
+        await self.presence.release(user, conn_id)
+        return self._page_body(page)  # nobody reads it; the handler ends
 
     @staticmethod
     def _page_body(page: Page | Expired) -> dict[str, Any]:

@@ -216,6 +216,12 @@ class ChatClient:
         self.token = data["token"]
         return self.token
 
+    async def logout(self) -> None:
+        """Revoke this client's token on the server (idempotent) and forget it."""
+        if self.token is not None:
+            await self._request("POST", "/api/logout")
+            self.token = None
+
     # --- requests --------------------------------------------------------------------
     async def send(self, body: str, *, to: str | None = None, conversation: str | None = None,
                    client_msg_id: str | None = None) -> dict[str, Any]:

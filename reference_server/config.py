@@ -6,9 +6,15 @@ Every default that comes from a real system names it; see ``docs/server.md``.
 from __future__ import annotations
 
 import re
-
 from dataclasses import dataclass, fields
 from pathlib import Path
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?$|^https?://\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?$")
+
+
+def is_origin(text: object) -> bool:
+    """``scheme://host[:port]``, as a browser sends it in ``Origin`` (no path, no slash)."""
+    return isinstance(text, str) and bool(_ORIGIN.match(text))
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,32 @@ class ServerConfig:
     rate_per_s: float = 20.0
     rate_burst: int = 40
 
+    # --- hostile clients (docs/server.md, "Hostile clients") ---------------------
+    #: Reads (history pages, presence lookups) per user: a token bucket; a history page costs
+    #: one token per 50 messages asked for (``limit``), so 16 pages of 500 at once are refused.
+    read_rate_per_s: float = 20.0
+    read_burst: int = 40
+    #: Failed logins: per account name (registered or not) and per client address. A throttled
+    #: login is refused (429) before the password is checked.
+    login_failures_per_account_per_s: float = 0.1
+    login_failures_per_account_burst: int = 5
+    login_failures_per_ip_per_s: float = 1.0
+    login_failures_per_ip_burst: int = 50
+    #: A request's line and headers must arrive within this time (from the connection's
+    #: start or the head's first byte), and its body within it too; else the connection is
+    #: closed (nginx client_header_timeout, Apache RequestReadTimeout; Slowloris).
+    http_header_timeout_s: float = 10.0
+    #: An idle keep-alive connection is closed after this long (nginx's keepalive_timeout).
+    http_keepalive_timeout_s: float = 75.0
+    #: Origins (``scheme://host[:port]``) a browser page may open ``/ws`` from besides the
+    #: server's own; a request without Origin (not a browser) is always allowed.
+    ws_allowed_origins: tuple[str, ...] = ()
+    #: How long a process trusts its in-memory copy of a token; a token revoked (logout) on
+    #: another server of a cluster stops working here within this time.
+    token_cache_s: float = 30.0
+    #: How often expired tokens and idle throttle buckets are pruned.
+    housekeeping_s: float = 60.0
+
     # --- presence (Centrifugo: 60 s TTL, 25 s refresh; TTL 2-3x the heartbeat) ---
     presence_ttl_s: float = 60.0
     presence_heartbeat_s: float = 25.0
@@ -115,6 +147,18 @@ class ServerConfig:
             ("ws_send_queue_bytes", self.ws_send_queue_bytes >= 1024, "expected >= 1024"),
             ("rate_per_s", self.rate_per_s > 0, "expected > 0"),
             ("rate_burst", self.rate_burst >= 1, "expected >= 1"),
+            ("read_rate_per_s", self.read_rate_per_s > 0, "expected > 0"),
+            ("read_burst", self.read_burst >= 10, "expected >= 10 (a page of 500 costs 10)"),
+            ("login_failures_per_account_per_s", self.login_failures_per_account_per_s > 0, "expected > 0"),
+            ("login_failures_per_account_burst", self.login_failures_per_account_burst >= 1, "expected >= 1"),
+            ("login_failures_per_ip_per_s", self.login_failures_per_ip_per_s > 0, "expected > 0"),
+            ("login_failures_per_ip_burst", self.login_failures_per_ip_burst >= 1, "expected >= 1"),
+            ("http_header_timeout_s", self.http_header_timeout_s > 0, "expected > 0"),
+            ("http_keepalive_timeout_s", self.http_keepalive_timeout_s > 0, "expected > 0"),
+            ("ws_allowed_origins", all(is_origin(o) for o in self.ws_allowed_origins),
+             "expected origins like https://chat.example.com or http://localhost:8080"),
+            ("token_cache_s", self.token_cache_s >= 0, "expected >= 0"),
+            ("housekeeping_s", self.housekeeping_s > 0, "expected > 0"),
             ("presence_ttl_s", self.presence_ttl_s > self.presence_heartbeat_s > 0,
              "expected presence_ttl_s > presence_heartbeat_s > 0"),
             ("presence_sweep_s", self.presence_sweep_s > 0, "expected > 0"),

@@ -14,7 +14,8 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.code = code
-        self.message = message
+        # A message may quote the client's input; keep it encodable as UTF-8 whatever that was.
+        self.message = message.encode("utf-8", "backslashreplace").decode("utf-8")
         self.extra = extra
 
     def body(self) -> dict[str, Any]:

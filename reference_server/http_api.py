@@ -9,8 +9,11 @@ logged and answered 503 (the server's fault, retry later), never 500.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import re
+from functools import partial
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -22,6 +25,7 @@ from . import payloads
 from .auth import bearer
 from .chat import ChatService
 from .errors import ApiError, bad_request
+from .http_guard import GuardedHandler
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -32,7 +36,7 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _TRANSPORT_OF_PATH = {"/api/poll": "short_polling", "/api/longpoll": "long_polling"}
-_AIOHTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+_AIOHTTP_CODES = {404: "not_found", 405: "method_not_allowed", 408: "timeout", 413: "too_large"}
 
 
 def json_response(obj: Any, status: int = 200) -> web.Response:
@@ -80,8 +84,16 @@ def _query(request: web.Request, allowed: set[str]) -> dict[str, str]:
     return dict(q)
 
 
+async def _raw_body(request: web.Request) -> bytes:
+    try:  # a body dripped byte by byte gets as long as a request head (http_guard.py)
+        async with asyncio.timeout(request.app[CHAT].config.http_header_timeout_s):
+            return await request.read()
+    except TimeoutError:
+        raise ApiError(408, "timeout", "request body not received in time") from None
+
+
 async def _body(request: web.Request) -> Any:
-    return payloads.decode_json(await request.read())
+    return payloads.decode_json(await _raw_body(request))
 
 
 def token_of(request: web.Request) -> str | None:
@@ -108,7 +120,15 @@ async def register(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     _query(request, set())
     cred = payloads.parse_credentials(await _body(request))
-    return json_response(await request.app[CHAT].login(cred))
+    return json_response(await request.app[CHAT].login(cred, request.remote or ""))
+
+
+async def logout(request: web.Request) -> web.Response:
+    """Revoke the request's token; idempotent (a retry after a lost answer succeeds too)."""
+    _query(request, set())
+    if (await _raw_body(request)).strip():
+        raise bad_request("logout takes no body")
+    return json_response(await request.app[CHAT].logout(token_of(request)))
 
 
 async def send_message(request: web.Request) -> web.Response:
@@ -161,6 +181,11 @@ async def poll(request: web.Request) -> web.Response:
     return json_response(await chat.poll(user, conn_id, after))
 
 
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 async def long_poll(request: web.Request) -> web.Response:
     user = await _user(request)
     chat = request.app[CHAT]
@@ -169,7 +194,18 @@ async def long_poll(request: web.Request) -> web.Response:
     timeout = payloads.parse_number(q.get("timeout"), "timeout", chat.config.longpoll_default_timeout_s,
                                     0.0, chat.config.longpoll_max_timeout_s)
     conn_id = chat.delivery.router.conn_id("t", poll_conn_id(token_of(request)))
-    return json_response(await chat.long_poll(user, conn_id, after, timeout))
+    gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        gone.set_result(None)
+    protocol = request.protocol
+    cancel = protocol.on_lost(partial(_resolve, gone)) \
+        if isinstance(protocol, GuardedHandler) else None  # another runner: held to its timeout
+    try:
+        return json_response(await chat.long_poll(user, conn_id, after, timeout, gone))
+    finally:
+        if cancel is not None:
+            cancel()
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
@@ -200,9 +236,34 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok", "epoch": chat.store.epoch, "delivery_backlog": delivery.backlog()})
 
 
+#: The demo page loads its script and style from /static (no inline code), talks to the same
+#: origin over fetch and WebSocket, and is never framed. ``connect-src 'self'`` covers ws:/wss:
+#: to the same host in CSP Level 3 browsers; the explicit ws(s) source covers older ones.
+_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self' ws://{host} wss://{host}; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+_SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+                     "X-Frame-Options": "DENY", "Cross-Origin-Opener-Policy": "same-origin"}
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every answer: no MIME sniffing, no referrer, no framing; on HTML pages also the
+    Content-Security-Policy (docs/PROTOCOL.md, "Browsers")."""
+    if isinstance(response, web.WebSocketResponse) or response.status == 101:
+        return
+    for key, value in _SECURITY_HEADERS.items():
+        response.headers.setdefault(key, value)
+    if response.content_type == "text/html" or request.path == "/":
+        host = request.host if _HOST_RE.match(request.host) else "localhost"
+        response.headers.setdefault("Content-Security-Policy", _CSP.format(host=host))
+
+
+_HOST_RE = re.compile(r"^[A-Za-z0-9.\-]{1,253}(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?$")
+
+
 def add_routes(app: web.Application, static_dir: Path) -> None:
     app.router.add_post("/api/register", register)
     app.router.add_post("/api/login", login)
+    app.router.add_post("/api/logout", logout)
     app.router.add_post("/api/messages", send_message)
     app.router.add_post("/api/receipts", post_receipt)
     app.router.add_post("/api/groups", create_group)
@@ -212,6 +273,8 @@ def add_routes(app: web.Application, static_dir: Path) -> None:
     app.router.add_get("/api/longpoll", long_poll)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/healthz", healthz)
+
+    app.on_response_prepare.append(_security_headers)
 
     async def index(request: web.Request) -> web.StreamResponse:
         page = static_dir / "index.html"

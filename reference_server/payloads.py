@@ -31,16 +31,79 @@ def dm_id(a: str, b: str) -> str:
     return f"dm:{x}:{y}"
 
 
+#: Deepest nesting of arrays and objects a body may have. The protocol needs 2; this leaves
+#: room, and a deeper body is refused before anything walks it recursively.
+MAX_JSON_DEPTH = 32
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def decode_json(raw: bytes) -> Any:
-    """Decode a request body or text frame; 413 when too large, 400 when not JSON."""
+    """Decode a request body or text frame; 413 when too large, 400 when it is not strict
+    JSON text in UTF-8: invalid UTF-8, a lone surrogate escape (``"\\ud800"``, which no UTF-8
+    text can hold), ``NaN``/``Infinity``, an integer of thousands of digits, or nesting deeper
+    than :data:`MAX_JSON_DEPTH`."""
     if len(raw) > MAX_BODY_BYTES:
         raise ApiError(413, "too_large", f"body of {len(raw)} bytes: at most {MAX_BODY_BYTES}")
     if not raw.strip():
         raise bad_request("empty body: expected a JSON object")
     try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise bad_request(f"body is not UTF-8 (byte {exc.start})") from None
+    deep = raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH
+    if deep and _depth(text) > MAX_JSON_DEPTH:
+        raise bad_request(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        obj = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
         raise bad_request(f"malformed JSON: {exc}") from None
+    if b"\\u" in raw:  # only an escape can make a lone surrogate: strict UTF-8 has none
+        _refuse_surrogates(obj)
+    return obj
+
+
+def _depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` outside strings (a linear scan, no recursion)."""
+    depth = worst = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            worst = max(worst, depth)
+        elif ch in "]}":
+            depth -= 1
+    return worst
+
+
+def _refuse_surrogates(obj: Any) -> None:
+    """400 if a string (or object key) in *obj* holds a lone surrogate: it cannot be stored,
+    echoed or sent to anyone as UTF-8. (Depth is already bounded.)"""
+    stack = [obj]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise bad_request("a string holds a lone surrogate escape (\\ud800-\\udfff): "
+                                  "not valid Unicode") from None
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
 
 
 def _object(obj: Any, required: set[str], optional: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
@@ -48,7 +111,7 @@ def _object(obj: Any, required: set[str], optional: frozenset[str] | set[str] = 
         raise bad_request(f"expected a JSON object, got {type(obj).__name__}")
     unknown = set(obj) - required - optional
     if unknown:
-        raise bad_request(f"unknown field(s): {', '.join(sorted(unknown))}")
+        raise bad_request(f"unknown field(s): {', '.join(repr(k) for k in sorted(unknown))}")
     missing = required - set(obj)
     if missing:
         raise bad_request(f"missing field(s): {', '.join(sorted(missing))}")
@@ -159,19 +222,19 @@ def parse_number(text: str | None, field: str, default: float, low: float, high:
     if text is None:
         return default
     try:
-        value = float(text)
+        value = float(text) if len(text) <= 32 else float("nan")
     except ValueError:
-        raise bad_request(f"{field}={text!r}: expected a number") from None
+        raise bad_request(f"{field}={text[:40]!r}: expected a number") from None
     if not low <= value <= high:  # also refuses nan
-        raise bad_request(f"{field}={text!r}: expected {low:g}-{high:g}")
+        raise bad_request(f"{field}={text[:40]!r}: expected {low:g}-{high:g}")
     return value
 
 
 def parse_int(text: str | None, field: str, default: int | None, low: int, high: int) -> int | None:
     if text is None:
         return default
-    if not text.isascii() or not text.isdigit():
-        raise bad_request(f"{field}={text!r}: expected an integer {low}-{high}")
+    if not text.isascii() or not text.isdigit() or len(text) > len(str(high)):
+        raise bad_request(f"{field}={text[:40]!r}: expected an integer {low}-{high}")
     value = int(text)
     if not low <= value <= high:
         raise bad_request(f"{field}={text!r}: expected an integer {low}-{high}")

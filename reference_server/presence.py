@@ -98,6 +98,14 @@ class Presence:
             await self._announce(user, PresenceState.ONLINE.value, now)
         self._written[(user, conn_id)] = expires
 
+    async def release(self, user: str, conn_id: str) -> None:
+        """A long poll of *conn_id* ended early (its client went away): the hold it asked for
+        no longer keeps the connection alive; it expires a TTL from now, like after any poll."""
+        expires = self.clock.wall_ms() + self.ttl_ms
+        await self.redis.zadd(self._key(user), {conn_id: expires}, xx=True)
+        self._written[(user, conn_id)] = expires
+        await self._settle(user)  # the online set's score follows the newest connection
+
     async def join(self, user: str, conn_id: str) -> None:
         """A WebSocket of *user* opened here: online now, kept alive by :meth:`refresh_local`
         until :meth:`leave`."""

@@ -146,6 +146,9 @@ class WsSession:
                 raise bad_request(f"type={kind!r}: expected send, receipt or resume")
         except ApiError as exc:
             self.error(exc, obj)
+        except Exception:  # the server's bug, not the peer's: say so and keep the connection
+            log.exception("unexpected error on a WebSocket frame of %s", self.user)
+            self.error(ApiError(503, "unavailable", "server error; retry later"), obj)
 
     def _on_ack(self, frame: dict[str, Any]) -> Any:
         def reply(ack: dict[str, Any] | None, exc: ApiError | None) -> None:
@@ -167,7 +170,7 @@ class WsSession:
             raise bad_request("already resumed on this connection; reconnect to resume elsewhere")
         unknown = set(fields) - {"after"}
         if unknown:
-            raise bad_request(f"unknown field(s): {', '.join(sorted(unknown))}")
+            raise bad_request(f"unknown field(s): {', '.join(repr(k) for k in sorted(unknown))}")
         after_text = fields.get("after")
         if after_text is not None and not isinstance(after_text, str):
             raise bad_request("after: expected a cursor string or null")
@@ -272,9 +275,28 @@ class WsSession:
                 self._transport.abort()
 
 
+def check_origin(request: web.Request, allowed: tuple[str, ...]) -> None:
+    """403 before the upgrade when a browser page of another origin opens ``/ws`` (cross-site
+    WebSocket hijacking: a browser sends no CORS preflight for a WebSocket). Allowed: no
+    ``Origin`` (not a browser: the Python client, tools), the server's own origin (same
+    host and port as the request's ``Host``, so the demo page works behind a proxy too), and
+    the configured ``ws_allowed_origins``."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return
+    scheme, sep, rest = origin.partition("://")
+    if sep and scheme.lower() in ("http", "https") and rest.lower() == request.host.lower():
+        return
+    if origin.lower() in (o.lower() for o in allowed):
+        return
+    raise ApiError(403, "forbidden", f"Origin {origin[:100]!r} may not open a WebSocket here "
+                   "(same origin or --ws-allow-origin only)")
+
+
 async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     chat = request.app[CHAT]
     cfg = chat.config
+    check_origin(request, cfg.ws_allowed_origins)
     ws = web.WebSocketResponse(
         compress=cfg.ws_compression,          # aiohttp's default is True: be explicit
         max_msg_size=4 * MAX_BODY_BYTES,      # larger frames: close 1009; 16-64 KiB: error frame

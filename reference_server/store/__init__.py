@@ -160,6 +160,13 @@ class Store:
     async def save_token(self, token_hash: str, user: str, expires_at_ms: int) -> None:
         await self._write(partial(self._writes.save_token, token_hash, user, expires_at_ms))
 
+    async def revoke_token(self, token_hash: str) -> None:
+        await self._write(partial(self._writes.revoke_token, token_hash))
+
+    async def prune_tokens(self, now_ms: int) -> int:
+        """Delete expired tokens; returns how many."""
+        return int(await self._write(partial(self._writes.prune_tokens, now_ms)))
+
     async def create_group(self, creator: str, members: list[str], now_ms: int) -> str:
         """Create ``g:<n>`` with *creator* and *members*; 404 if one is not registered."""
         everyone = sorted(set(members) | {creator})

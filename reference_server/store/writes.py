@@ -158,6 +158,15 @@ class Writes:
     def save_token(self, token_hash: str, user: str, expires_at_ms: int) -> Tx[None]:
         yield Exec("INSERT INTO tokens VALUES (?,?,?)", token_hash, user, expires_at_ms)
 
+    def revoke_token(self, token_hash: str) -> Tx[None]:
+        """Logout: the token stops working (deleting an unknown one changes nothing)."""
+        yield Exec("DELETE FROM tokens WHERE token_hash=?", token_hash)
+
+    def prune_tokens(self, now_ms: int) -> Tx[int]:
+        """Delete the tokens expired at *now_ms*; returns how many."""
+        n = yield Exec("DELETE FROM tokens WHERE expires_at<=?", now_ms)
+        return int(n or 0)
+
     # --- conversations -----------------------------------------------------------------
     def create_group(self, everyone: list[str], now_ms: int) -> Tx[str]:
         """Create ``g:<n>`` with *everyone* (sorted, the creator included); 404 if one of them
