@@ -97,9 +97,21 @@ class Committer:
                 yield env.timeout(self.persist_s)
             self.batches.append(n)
             if self.queue_s > 0.0:
-                env.timeout(self.queue_s).callbacks.append(lambda _e, b=batch: b.succeed())
+                env.timeout(self.queue_s).callbacks.append(_Release(batch))
             else:
                 batch.succeed()
+
+
+class _Release:
+    """Callback: the batch's writes go on (its queue append is done)."""
+
+    __slots__ = ("batch",)
+
+    def __init__(self, batch: simpy.Event):
+        self.batch = batch
+
+    def __call__(self, _e: simpy.Event) -> None:
+        self.batch.succeed()
 
 
 class Server:
