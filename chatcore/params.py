@@ -166,6 +166,13 @@ PARAMETERS: tuple[Param, ...] = (
                             "CPU for one heartbeat (ping out, pong in).", _PROVISIONAL),
     _p("cpu_per_event_ms", float, 0.02, "ms", "a number >= 0", _nonneg,
                                  "Extra CPU per event serialised into a poll response.", _PROVISIONAL),
+    _p("cpu_commit_batch_ms", float, 0.0, "ms", "a number >= 0 (0 = no group commit)", _nonneg,
+                                    "Queue design: CPU per group commit, paid once per batch of writes (sends and "
+                                    "receipts) that commit together; the cpu_http_send_ms, cpu_http_receipt_ms and "
+                                    "cpu_ws_frame_in_ms costs are then the per-write part without it. 0: every write "
+                                    "is stored alone and those costs include its commit.",
+                                    "`chatlab calibrate`: writes one and sixteen at a time (docs/MODEL.md, "
+                                    "\"Group commit\")"),
     _p("queue_latency_ms", float, 0.2, "ms", "a number >= 0", _nonneg,
                                  "Ordered queue stage: append to the stream (Redis XADD).",
                                  "redis-benchmark order of magnitude on loopback"),

@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
              f"# Machine: {meta['machine']['cpu_model']}, {meta['machine']['cpus']} CPUs, "
              f"Python {meta['machine']['python']}, {meta['machine']['date']}; details in {out.with_suffix('.json').name}.",
              "# CPU times are server-process CPU per operation (everything it does for it, fan-out included);",
+             "# a write's (send, receipt, frame in) without its group commit, cpu_commit_batch_ms once per batch;",
              "# server_cores = 1: the server is one asyncio event loop.", "[scenario]"]
     for k, v in params.items():
         lines.append(f"{k} = {v}")

@@ -51,6 +51,69 @@ class ServiceTimes:
         return self._pool.pop()
 
 
+class Committer:
+    """A server's group commit (``cpu_commit_batch_ms`` > 0, queue design; docs/MODEL.md,
+    "Group commit"). A write that has done its own work joins (:meth:`join`) the pending batch and
+    waits on the batch's event. When the committer is free it takes every pending write,
+    charges ``cpu_commit_batch_ms`` once on the server's CPU (FIFO with all other work), waits
+    the commit (``persist_latency_ms``) and is free again; the batch's writes go on together
+    ``queue_latency_ms`` later (the queue append of one commit is one XADD). Writes that join
+    while a batch commits form the next one, as in the reference server's
+    ``store/committer.py``."""
+
+    __slots__ = ("server", "env", "cost_s", "persist_s", "queue_s", "pending", "size", "idle", "batches")
+
+    def __init__(self, server: "Server", cost_s: float, persist_s: float, queue_s: float):
+        self.server, self.env = server, server.env
+        self.cost_s, self.persist_s, self.queue_s = cost_s, persist_s, queue_s
+        self.pending: simpy.Event | None = None  # the batch being built
+        self.size = 0  # writes in it
+        self.idle: simpy.Event | None = None  # set while the committer waits for a write
+        self.batches: list[int] = []  # size of each committed batch (for tests and checks)
+        self.env.process(self._run())
+
+    def join(self) -> simpy.Event:
+        """The event a write waits on: its batch committed and was appended to the queue."""
+        if self.pending is None:
+            self.pending = self.env.event()
+        self.size += 1
+        idle = self.idle
+        if idle is not None and not idle.triggered:
+            idle.succeed()
+        return self.pending
+
+    def _run(self) -> Generator[simpy.Event, object, None]:
+        env = self.env
+        while True:
+            if self.pending is None:
+                self.idle = env.event()
+                yield self.idle
+                self.idle = None
+                continue
+            batch, n = self.pending, self.size
+            self.pending, self.size = None, 0
+            yield from self.server.work("commit", self.cost_s)
+            if self.persist_s > 0.0:
+                yield env.timeout(self.persist_s)
+            self.batches.append(n)
+            if self.queue_s > 0.0:
+                env.timeout(self.queue_s).callbacks.append(_Release(batch))
+            else:
+                batch.succeed()
+
+
+class _Release:
+    """Callback: the batch's writes go on (its queue append is done)."""
+
+    __slots__ = ("batch",)
+
+    def __init__(self, batch: simpy.Event):
+        self.batch = batch
+
+    def __call__(self, _e: simpy.Event) -> None:
+        self.batch.succeed()
+
+
 class Server:
     """One connection server. :meth:`work` holds a core, FIFO with all other work."""
 
@@ -70,6 +133,10 @@ class Server:
         self.busy = rec.new_cpu_bins()  # CPU seconds started in each bin
         # direct design: messages this server keeps in memory for a recipient with no session
         self.held: dict[int, list["LogEvent"]] = {}
+        #: the group commit (queue design with cpu_commit_batch_ms > 0), else None
+        self.committer = (Committer(self, sc.cpu_commit_batch_ms * 1e-3, sc.persist_latency_ms * 1e-3,
+                                    sc.queue_latency_ms * 1e-3)
+                          if sc.cpu_commit_batch_ms > 0.0 and sc.delivery_design == "queue" else None)
 
     def work(self, op: str, cost_s: float) -> Work:
         """Hold one core for *cost_s*; return False if the server crashed meanwhile."""

@@ -63,7 +63,7 @@ class QueueDelivery:
         if arrived is None:
             sender.outbox.append(i)  # no acknowledgement: the client resends after reconnecting
             return
-        yield m.env.timeout(self.store_s)
+        yield self.store(server)
         if self.keep_log:  # only a fault resends
             if i in m.stored:
                 self.inc.resends_deduplicated += 1  # idempotency key: the resend finds it stored
@@ -76,6 +76,14 @@ class QueueDelivery:
         else:
             sender.acked(MSG, arrived, session)
         yield from self.publish(m.recipients(i, sender.idx), MSG, i, m.sizes.message_event, sent, server)
+
+    def store(self, server: Server) -> simpy.Event:
+        """What a write (a send or a receipt) that *server* has worked on waits for before it is
+        acknowledged: ``store_s``, or with group commit its batch's commit (:class:`sim.cluster.Committer`)."""
+        committer = server.committer
+        if committer is None:
+            return self.m.env.timeout(self.store_s)
+        return committer.join()
 
     def publish(self, targets: Iterable[Client], kind: int, msg: int, size: int, sent: float,
                 origin: Server) -> Proc:

@@ -163,7 +163,7 @@ class ChatModel:
             arrived = yield from reader.upload(kind, self.receipt_body)
             if arrived is None:
                 continue  # lost with the session
-            yield env.timeout(self.delivery.store_s)
+            yield self.delivery.store(server)
             if server.epoch != epoch or reader.lost:
                 continue
             reader.acked(kind, arrived, session)

@@ -71,6 +71,7 @@ class Scenario:
     cpu_handshake_ms: float = _f("cpu_handshake_ms")
     cpu_ping_ms: float = _f("cpu_ping_ms")
     cpu_per_event_ms: float = _f("cpu_per_event_ms")
+    cpu_commit_batch_ms: float = _f("cpu_commit_batch_ms")
     queue_latency_ms: float = _f("queue_latency_ms")
     persist_latency_ms: float = _f("persist_latency_ms")
     delivery_latency_ms: float = _f("delivery_latency_ms")

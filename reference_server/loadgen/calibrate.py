@@ -45,6 +45,28 @@ class _Api:
             return json.loads(data) if data else None
 
 
+#: Writes at a time in the batched measurement of the group commit.
+GROUP = 16
+
+
+def split_commit(c1: float, cn: float, share: float) -> tuple[float, float]:
+    """A write's CPU measured alone (*c1* = w + B) and many at a time (*cn* = w + share * B, where
+    *share* is the part of a lone write's commits each write paid: 1/n when *n* writes always
+    commit together), split into the group commit's CPU B = (c1 - cn) / (1 - share) and the
+    write's own w = c1 - B. B is clipped to [0, c1]: a noisy pair where *cn* > *c1* means no
+    measurable commit cost."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"share={share}: the writes must have shared commits (0 <= share < 1)")
+    batch = min(c1, max(0.0, (c1 - cn) / (1.0 - share)))
+    return batch, c1 - batch
+
+
+def _per(before: tuple[float, float] | None, after: tuple[float, float] | None, ops: int) -> float | None:
+    if before is None or after is None or ops <= 0:
+        return None
+    return round((after[0] - before[0]) / ops, 4)
+
+
 async def _times(n: int, concurrency: int, op: Callable[[int], Awaitable[Any]]) -> None:
     queue = iter(range(n))
 
@@ -79,6 +101,23 @@ class Calibration:
         self.log(f"  {name:<22} {ms:7.3f} ms CPU/op  ({n} ops, {c1 - c0:.2f} s CPU)")
         return ms
 
+    async def commits(self, api: _Api, token: str) -> tuple[float, float] | None:
+        """The server's group-commit counters (batches, writes) from /metrics; None if unreadable."""
+        try:
+            async with api.s.get(api.url + "/metrics", headers={"Authorization": f"Bearer {token}"},
+                                 timeout=aiohttp.ClientTimeout(total=30)) as r:
+                text = await r.text()
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return None
+        got: dict[str, float] = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if name in ("chatlab_commit_batches_total", "chatlab_commit_jobs_total"):
+                got[name] = float(value)
+        if len(got) != 2:
+            return None
+        return got["chatlab_commit_batches_total"], got["chatlab_commit_jobs_total"]
+
     async def run(self) -> dict[str, Any]:
         proxy = await CountingProxy("127.0.0.1", self.server.port, 0.0).start()
         try:
@@ -106,7 +145,9 @@ class Calibration:
         p["cpu_poll_ms"] = await self.cpu_per_op("poll (empty)", self.n(1500), 4, lambda i: api.call(
             "GET", "/api/poll", tok[a], params={"after": cur}))
 
-        # HTTP send a -> b (b not connected): parse, store, queue, fan-out into b's log
+        # HTTP send a -> b (b not connected): parse, store, queue, fan-out into b's log. One at a
+        # time (each write its own group commit; the sequential wall times give the store stage)
+        # and sixteen at a time (16 senders, one send each per round: the writes share commits).
         walls: list[float] = []
 
         async def send(i: int) -> None:
@@ -114,10 +155,36 @@ class Calibration:
             await api.call("POST", "/api/messages", tok[a], {"to": b, "body": body,
                                                              "client_msg_id": uuid.uuid4().hex})
             walls.append(time.monotonic() - t)
-        p["cpu_http_send_ms"] = await self.cpu_per_op("http send", self.n(600), 4, send)
-        walls.clear()
-        await _times(self.n(100), 1, send)  # sequential: wall time without queueing
+        commits0 = await self.commits(api, tok[a])
+        send_1 = await self.cpu_per_op("http send (1 at a time)", self.n(300), 1, send)
+        commits1 = await self.commits(api, tok[a])
         send_wall = statistics.median(walls) * 1000.0
+        senders = [f"cal{uuid.uuid4().hex[:5]}" for _ in range(GROUP)]
+        for u in senders:
+            await api.call("POST", "/api/register", body={"user": u, "password": "pw"})
+            tok[u] = (await api.call("POST", "/api/login", body={"user": u, "password": "pw"}))["token"]
+
+        async def send_round(r: int) -> None:
+            await asyncio.gather(*(api.call("POST", "/api/messages", tok[u], {
+                "to": b, "body": body, "client_msg_id": uuid.uuid4().hex}) for u in senders))
+        rounds = max(2, self.n(600) // GROUP)
+        commits2 = await self.commits(api, tok[a])
+        send_16 = await self.cpu_per_op(f"http send ({GROUP} at a time)", rounds, 1, send_round) / GROUP
+        commits3 = await self.commits(api, tok[a])
+        self.details[f"http send ({GROUP} at a time)"]["cpu_ms_per_op"] = round(send_16, 4)
+        # The server's counters say how many commits a send took each way (its store's and its
+        # fan-out's: about 2 alone); without them, assume GROUP writes per commit.
+        per_1 = _per(commits0, commits1, self.n(300))
+        per_16 = _per(commits2, commits3, rounds * GROUP)
+        share = per_16 / per_1 if per_1 and per_16 is not None and per_16 < per_1 else 1.0 / GROUP
+        batch_ms, send_w = split_commit(send_1, send_16, share)
+        p["cpu_http_send_ms"] = send_w
+        self.details["group_commit"] = {
+            "send_1_ms": round(send_1, 4), f"send_{GROUP}_ms": round(send_16, 4),
+            "batch_ms": round(batch_ms, 4), "send_per_write_ms": round(send_w, 4),
+            # the server's own counters (every group commit, the fan-out's included), per send
+            "commits_per_send_1": per_1, f"commits_per_send_{GROUP}": per_16, "share": round(share, 4)}
+        self.log(f"  group commit: {batch_ms:.3f} ms CPU per batch, {send_w:.3f} ms per send")
 
         # a poll returning E events: the extra CPU per event
         events = min(300, self.n(600))
@@ -144,7 +211,8 @@ class Calibration:
             await api.call("POST", "/api/messages", tok[d], {"to": c, "body": body, "client_msg_id": uuid.uuid4().hex})
             state["cur"] = (await held)["cursor"]
         round_ms = await self.cpu_per_op("long poll woken + send", self.n(300), 1, wake)
-        p["cpu_longpoll_release_ms"] = max(0.0, round_ms - p["cpu_http_send_ms"] - p["cpu_longpoll_hold_ms"]
+        # the woken send went alone: its cost with a whole commit
+        p["cpu_longpoll_release_ms"] = max(0.0, round_ms - send_1 - p["cpu_longpoll_hold_ms"]
                                            - p["cpu_per_event_ms"])
 
         # WebSocket: handshake (+ auth + resume + close), frames in and out
@@ -188,11 +256,18 @@ class Calibration:
         await wa.close()
         await wb.close()
 
-        # stage latencies (pure delays in the model): from sequential wall times
-        store = max(0.0, send_wall - p["cpu_http_send_ms"])
+        # stage latencies (pure delays in the model): from sequential wall times, less the CPU of
+        # the writes measured one at a time (their own part and a whole commit's)
+        store = max(0.0, send_wall - send_1)
         p["queue_latency_ms"] = min(0.2, store)
         p["persist_latency_ms"] = store - p["queue_latency_ms"]
         p["delivery_latency_ms"] = max(0.0, ws_e2e - p["cpu_ws_frame_in_ms"] - store - p["cpu_ws_frame_out_ms"])
+        # Writes measured one at a time carry a whole group commit each: the model charges
+        # cpu_commit_batch_ms once per batch, so their per-write part is the rest.
+        for k in ("cpu_http_receipt_ms", "cpu_ws_frame_in_ms"):
+            self.details["group_commit"][k.removeprefix("cpu_") + "_1"] = round(p[k], 4)
+            p[k] = max(0.0, p[k] - batch_ms)
+        p["cpu_commit_batch_ms"] = batch_ms
         self.details["http_send_wall_ms_median"] = round(send_wall, 3)
         self.details["ws_end_to_end_ms_median"] = round(ws_e2e, 3)
 

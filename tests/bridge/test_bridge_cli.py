@@ -78,6 +78,9 @@ def test_calibrate_writes_a_scenario_the_simulation_takes(tmp_path, capsys):
     assert sc.server_cores == 1 and sc.cpu_poll_ms > 0 and sc.http_request_header_bytes > 100
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["machine"]["python"] and meta["machine"]["cpu_model"]
+    gc = meta["details"]["group_commit"]  # writes alone and sixteen at a time, split (docs/MODEL.md)
+    assert sc.cpu_commit_batch_ms == pytest.approx(gc["batch_ms"], abs=1e-4)
+    assert sc.cpu_http_send_ms == pytest.approx(gc["send_1_ms"] - gc["batch_ms"], abs=2e-4)
 
 
 @pytest.mark.slow
