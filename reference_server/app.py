@@ -74,7 +74,7 @@ async def _components(app: web.Application) -> AsyncIterator[None]:
     metrics = app[METRICS]
     clock = app.get(CLOCK, SYSTEM)
     store = await Store.open(config.store_location, retention=config.event_retention,
-                             synchronous=config.sqlite_synchronous)
+                             synchronous=config.sqlite_synchronous, monotonic=clock.monotonic)
     redis = connect(config.redis_url, config.redis_max_connections, config.redis_pool_timeout_s)
     try:
         await redis.ping()

@@ -91,9 +91,18 @@ class Store:
 
     # --- life cycle ---------------------------------------------------------------------
     @classmethod
-    async def open(cls, where: Path | str, retention: int = 10_000, synchronous: str = "FULL") -> "Store":
+    async def open(cls, where: Path | str, retention: int = 10_000, synchronous: str = "FULL",
+                   monotonic: Callable[[], float] | None = None) -> "Store":
         """Open (creating the schema if needed) the SQLite file *where*, or the PostgreSQL
-        database when *where* is a ``postgresql://`` URL. A new database gets a new epoch."""
+        database when *where* is a ``postgresql://`` URL. A new database gets a new epoch.
+        *monotonic* stamps queued writes (the server's injected clock; default the real one)."""
+        store = await cls._open(where, retention, synchronous)
+        if monotonic is not None:
+            store.committer.monotonic = monotonic
+        return store
+
+    @classmethod
+    async def _open(cls, where: Path | str, retention: int, synchronous: str) -> "Store":
         if postgres.is_url(where):
             return await cls._open_postgres(str(where), retention)
         path = Path(where)

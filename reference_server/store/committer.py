@@ -75,6 +75,9 @@ class _Committer:
         self._closed = False
         #: Submission time (monotonic) of the oldest transaction of the batch in flight.
         self._in_flight_since: float | None = None
+        #: The monotonic clock submissions are stamped with: the one the admission rule reads
+        #: ages against (the server's injected Clock; Store.open sets it).
+        self.monotonic: Callable[[], float] = time.monotonic
 
     def submit(self, tx: TxFactory, done: Done) -> None:
         """Queue the transaction *tx* makes; *done* is called on the event loop after the
@@ -82,7 +85,7 @@ class _Committer:
         if self._closed:
             done(None, RuntimeError("store is closed"))
             return
-        self._queue.append((tx, done, time.monotonic()))
+        self._queue.append((tx, done, self.monotonic()))
         self._wake()
 
     def call(self, tx: Callable[[], Any]) -> asyncio.Future[Any]:

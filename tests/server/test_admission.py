@@ -185,3 +185,17 @@ def test_without_the_rule_everyone_has_the_same_bound() -> None:
     for user in ("light", None):
         with pytest.raises(ApiError):
             adm.check(user)
+
+
+async def test_commit_wait_is_read_on_the_servers_injected_clock(make_server, session) -> None:
+    """Queued writes are stamped with the server's clock, the one admission reads ages
+    against: a fake clock far from the real monotonic clock must not make the first write
+    look hours old (it did, whenever the machine had been up less than the fake clock's
+    start)."""
+    clock = FakeClock(monotonic=10_000_000.0)
+    server = await make_server(admission=True, clock=clock)
+    api = Api(session, server.url)
+    alice, _ = await api.user("alice"), await api.user("bob")
+    # Concurrent sends: each is checked while others wait for their commit.
+    acks = await asyncio.gather(*(api.send(alice, f"m{i}", to="bob") for i in range(20)))
+    assert sorted(a["id"] for a in acks) == list(range(1, 21))
