@@ -11,6 +11,8 @@ Exit status 0 whether targets are met or not (the table says which); 1 if a run 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
 
 from .errors import UsageError
 
@@ -57,6 +59,33 @@ def _int(flag: str, text: str, lo: int, hi: int) -> int:
     if not text.isdigit() or not lo <= int(text) <= hi:
         raise UsageError(f"{flag}={text}: expected an integer {lo}-{hi}")
     return int(text)
+
+
+def crash_scenario(base: Any, transport: str, clients: int) -> Any:
+    """The crash case of *base*: *clients* on *transport*, the SIGKILL 40 % into the window,
+    5 s more to recover."""
+    return base.with_overrides({"clients": clients, "transports": transport,
+                                "crash_at_s": round(base.warmup_s + 0.4 * (base.duration_s - base.warmup_s), 1),
+                                "duration_s": base.duration_s + 5})
+
+
+def crash_runs(csc: Any, transport: str, repeat: int, redis_url: str | None, failed: list[str],
+               log: Callable[[str], None]) -> tuple[list[Any], list[Any]]:
+    """*repeat* crash runs (seeds seed, seed+1, ...), measured and simulated; stops at the
+    first failure, which goes to *failed*."""
+    from . import validation as v
+
+    metas: list[Any] = []
+    sims: list[Any] = []
+    for k in range(repeat):
+        meas, sim, err = v.run_crash_case(csc.with_overrides({"seed": csc.seed + k}), transport, redis_url)
+        if err:
+            failed.append(err)
+            log(f"  failed: {err}")
+            break
+        metas.append(meas)
+        sims.append(sim)
+    return metas, sims
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,21 +166,10 @@ def run(args: argparse.Namespace) -> int:
     crash = None
     pooled: tuple = (None, None)
     if crash_t != "none":
-        csc = base.with_overrides({"clients": crash_clients, "transports": crash_t,
-                                   "crash_at_s": round(base.warmup_s + 0.4 * (base.duration_s - base.warmup_s), 1),
-                                   "reconnect_policy": base.reconnect_policy,
-                                   "duration_s": base.duration_s + 5})
+        csc = crash_scenario(base, crash_t, crash_clients)
         log(f"crash: {crash_t}, {crash_clients} clients, SIGKILL at {csc.crash_at_s:g} s"
             f"{f' x {repeat} runs' if repeat > 1 else ''} ...")
-        metas, sims = [], []
-        for k in range(repeat):
-            meas, sim, err = v.run_crash_case(csc.with_overrides({"seed": csc.seed + k}), crash_t, args.redis_url)
-            if err:
-                failed.append(err)
-                log(f"  failed: {err}")
-                break
-            metas.append(meas)
-            sims.append(sim)
+        metas, sims = crash_runs(csc, crash_t, repeat, args.redis_url, failed, log)
         crash = (metas[0], sims[0]) if metas else (None, None)  # the figure shows the first run
         pooled = v.pool_crash(metas, sims) if metas else (None, None)  # a failed run is reported above
         rows += v.crash_rows(crash_t, crash_clients, *pooled)
@@ -283,20 +301,10 @@ def run_grid(args: argparse.Namespace) -> int:
         base = spec.base.with_overrides({"seed": spec.seed})
         config = {"point": None, **{n: getattr(base, n) for n in names}}
         for t in transports:
-            csc = base.with_overrides({"clients": opts["crash_clients"], "transports": t,
-                                       "crash_at_s": round(base.warmup_s + 0.4 * (base.duration_s - base.warmup_s), 1),
-                                       "duration_s": base.duration_s + 5})
+            csc = crash_scenario(base, t, opts["crash_clients"])
             log(f"[{time.monotonic() - started:5.0f} s] crash: {t}, {opts['crash_clients']} clients, SIGKILL at "
                 f"{csc.crash_at_s:g} s x {repeat} ...")
-            metas, sims = [], []
-            for k in range(repeat):
-                meas, sim, err = v.run_crash_case(csc.with_overrides({"seed": csc.seed + k}), t, args.redis_url)
-                if err:
-                    failed.append(err)
-                    log(f"  failed: {err}")
-                    break
-                metas.append(meas)
-                sims.append(sim)
+            metas, sims = crash_runs(csc, t, repeat, args.redis_url, failed, log)
             pooled = v.pool_crash(metas, sims) if metas else (None, None)
             crashes[t] = pooled
             rows += v.crash_rows(t, opts["crash_clients"], pooled[0], pooled[1], config=config)

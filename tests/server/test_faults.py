@@ -119,6 +119,45 @@ async def _stop_all(clients: list[ChatClient]) -> None:
     await asyncio.gather(*(c.stop() for c in clients), return_exceptions=True)
 
 
+async def _start_pairs(url: str, seen: Seen, session: aiohttp.ClientSession, clients: list[ChatClient],
+                       stop: asyncio.Event, all_received: asyncio.Event
+                       ) -> tuple[list[Pair], list[Any], list[Any]]:
+    """A pair of users per transport, registered and started (added to *clients*), each
+    sending to the other until *stop* and acknowledging until *all_received*."""
+    pairs = []
+    for t in TRANSPORTS:
+        a, b = (client(url, f"{u}_{t}", t, seen, session) for u in ("a", "b"))
+        clients += [a, b]
+        for c in (a, b):
+            await c.register()
+            await c.start()
+        pairs.append(Pair(a, b, seen))
+    work = [asyncio.create_task(p.talk(s, r.user, stop, 0.05)) for p in pairs for s, r in ((p.a, p.b), (p.b, p.a))]
+    receipts = [asyncio.create_task(p.acknowledge(c, all_received)) for p in pairs for c in (p.a, p.b)]
+    return pairs, work, receipts
+
+
+async def _finish(pairs: list[Pair], seen: Seen, stop: asyncio.Event, work: list[Any],
+                  all_received: asyncio.Event, receipts: list[Any]) -> None:
+    """Stop sending; wait until every message and every last receipt has arrived; check
+    each pair (exactly once, in order, receipts forward and complete)."""
+    stop.set()
+    await asyncio.wait_for(asyncio.gather(*work), 120)
+    for p in pairs:
+        for me, peer in ((p.a, p.b), (p.b, p.a)):
+            await wait_until(lambda: len(seen.bodies(me.user)) >= p.sent[peer.user], 60,
+                             f"{me.user}: {len(seen.bodies(me.user))} of {p.sent[peer.user]} messages")
+    all_received.set()
+    await asyncio.wait_for(asyncio.gather(*receipts), 60)
+    for p in pairs:
+        for sender in (p.a, p.b):
+            await wait_until(lambda: seen.receipts(sender.user)[-1:] == [p.last_id[sender.user]], 60,
+                             f"{sender.user}'s last receipt {p.last_id[sender.user]}; "
+                             f"got {seen.receipts(sender.user)[-5:]}")
+    for p in pairs:
+        p.check()
+
+
 # --- b. SIGKILL of the server process at random points ---------------------------------------
 
 @pytest.fixture
@@ -148,18 +187,9 @@ async def test_sigkill_at_random_points_loses_nothing(server_process: ServerProc
     seen = Seen()
     stop, all_received = asyncio.Event(), asyncio.Event()
     async with aiohttp.ClientSession() as session:
-        pairs, clients = [], []
+        clients: list[ChatClient] = []
         try:
-            for t in TRANSPORTS:
-                a, b = (client(server_process.url, f"{u}_{t}", t, seen, session) for u in ("a", "b"))
-                clients += [a, b]
-                for c in (a, b):
-                    await c.register()
-                    await c.start()
-                pairs.append(Pair(a, b, seen))
-            work = [asyncio.create_task(p.talk(s, r.user, stop, 0.05)) for p in pairs for s, r in
-                    ((p.a, p.b), (p.b, p.a))]
-            receipts = [asyncio.create_task(p.acknowledge(c, all_received)) for p in pairs for c in (p.a, p.b)]
+            pairs, work, receipts = await _start_pairs(server_process.url, seen, session, clients, stop, all_received)
             downtimes = []
             for k in range(kills):
                 await asyncio.sleep(rng.uniform(0.2, 1.5))
@@ -171,21 +201,7 @@ async def test_sigkill_at_random_points_loses_nothing(server_process: ServerProc
                 await server_process.start()
                 downtimes.append(time.monotonic() - t0)
             await asyncio.sleep(0.5)  # some traffic after the last restart
-            stop.set()
-            await asyncio.wait_for(asyncio.gather(*work), 120)
-            for p in pairs:
-                for me, peer in ((p.a, p.b), (p.b, p.a)):
-                    await wait_until(lambda: len(seen.bodies(me.user)) >= p.sent[peer.user], 60,
-                                     f"{me.user}: {len(seen.bodies(me.user))} of {p.sent[peer.user]} messages")
-            all_received.set()
-            await asyncio.wait_for(asyncio.gather(*receipts), 60)
-            for p in pairs:
-                for sender in (p.a, p.b):
-                    await wait_until(lambda: seen.receipts(sender.user)[-1:] == [p.last_id[sender.user]], 60,
-                                     f"{sender.user}'s last receipt {p.last_id[sender.user]}; "
-                                     f"got {seen.receipts(sender.user)[-5:]}")
-            for p in pairs:
-                p.check()
+            await _finish(pairs, seen, stop, work, all_received, receipts)
             total = sum(sum(p.sent.values()) for p in pairs)
             print(f"\nsigkill: {kills} kills, {total} messages acknowledged and delivered once; "
                   f"down (kill to healthy) {min(downtimes):.2f}-{max(downtimes):.2f} s")
@@ -283,18 +299,9 @@ async def test_server_recovers_by_itself_after_redis_is_killed(private_redis: Pr
     stop, all_received = asyncio.Event(), asyncio.Event()
     outages = size(1, 5)
     async with aiohttp.ClientSession() as session:
-        pairs, clients = [], []
+        clients: list[ChatClient] = []
         try:
-            for t in TRANSPORTS:
-                a, b = (client(server.url, f"{u}_{t}", t, seen, session) for u in ("a", "b"))
-                clients += [a, b]
-                for c in (a, b):
-                    await c.register()
-                    await c.start()
-                pairs.append(Pair(a, b, seen))
-            work = [asyncio.create_task(p.talk(s, r.user, stop, 0.05)) for p in pairs for s, r in
-                    ((p.a, p.b), (p.b, p.a))]
-            receipts = [asyncio.create_task(p.acknowledge(c, all_received)) for p in pairs for c in (p.a, p.b)]
+            pairs, work, receipts = await _start_pairs(server.url, seen, session, clients, stop, all_received)
             for _ in range(outages):
                 await asyncio.sleep(rng.uniform(0.5, 2.0))
                 await private_redis.kill()
@@ -315,21 +322,7 @@ async def test_server_recovers_by_itself_after_redis_is_killed(private_redis: Pr
                       f"{healthy_after:.2f} s, next delivery after {time.monotonic() - t0:.2f} s "
                       f"({sent_before} messages acknowledged before the restart)")
             await asyncio.sleep(1.0)
-            stop.set()
-            await asyncio.wait_for(asyncio.gather(*work), 120)
-            for p in pairs:
-                for me, peer in ((p.a, p.b), (p.b, p.a)):
-                    await wait_until(lambda: len(seen.bodies(me.user)) >= p.sent[peer.user], 60,
-                                     f"{me.user}: {len(seen.bodies(me.user))} of {p.sent[peer.user]} messages")
-            all_received.set()
-            await asyncio.wait_for(asyncio.gather(*receipts), 60)
-            for p in pairs:
-                for sender in (p.a, p.b):
-                    await wait_until(lambda: seen.receipts(sender.user)[-1:] == [p.last_id[sender.user]], 60,
-                                     f"{sender.user}'s last receipt {p.last_id[sender.user]}; "
-                                     f"got {seen.receipts(sender.user)[-5:]}")
-            for p in pairs:
-                p.check()
+            await _finish(pairs, seen, stop, work, all_received, receipts)
             if not private_redis.aof:
                 assert server.chat.metrics.group_recreated.get() >= 1
         finally:
