@@ -61,6 +61,20 @@ def _int(flag: str, text: str, lo: int, hi: int) -> int:
     return int(text)
 
 
+def run_cases(cases: list[Any], repeat: int, redis_url: str | None, failed: list[str],
+              log: Callable[[str], None], describe: Callable[[Any], str]) -> None:
+    """Measure and simulate each case in turn (``validation.run_case``), logging
+    ``describe(case)`` before it; a failed case's error goes to *failed*."""
+    from . import validation as v
+
+    for c in cases:
+        log(describe(c))
+        v.run_case(c, redis_url, repeat)
+        if c.error:
+            failed.append(c.error)
+            log(f"  failed: {c.error}")
+
+
 def crash_scenario(base: Any, transport: str, clients: int) -> Any:
     """The crash case of *base*: *clients* on *transport*, the SIGKILL 40 % into the window,
     5 s more to recover."""
@@ -154,14 +168,10 @@ def run(args: argparse.Namespace) -> int:
         for level in levels:
             n = v.clients_for(base, t, v.LEVELS[level], max_clients)
             cases.append(v.Case(t, level, base.with_overrides({"clients": n, "transports": t})))
-    failed = []
-    for c in cases:
-        log(f"{c.transport:<14} {c.level:<7} {c.scenario.clients:>4} clients"
-            f"{f' x {repeat} runs' if repeat > 1 else ''} ...")
-        v.run_case(c, args.redis_url, repeat)
-        if c.error:
-            failed.append(c.error)
-            log(f"  failed: {c.error}")
+    failed: list[str] = []
+    run_cases(cases, repeat, args.redis_url, failed, log,
+              lambda c: f"{c.transport:<14} {c.level:<7} {c.scenario.clients:>4} clients"
+                        f"{f' x {repeat} runs' if repeat > 1 else ''} ...")
     rows = v.table_rows(cases)
     crash = None
     pooled: tuple = (None, None)
@@ -287,14 +297,11 @@ def run_grid(args: argparse.Namespace) -> int:
     runs = len(cases) * repeat + (len(transports) * repeat if opts["crash"] else 0)
     log(f"grid {spec.name}: {len(points)} points x {len(transports)} transports x {len(opts['levels'])} levels x "
         f"{repeat} runs{f' + a crash run per transport' if opts['crash'] else ''} = {runs} runs")
-    failed = []
-    for c in cases:
-        log(f"[{time.monotonic() - started:5.0f} s] point {c.point} ({v.config_label(c.config or {}, names)}) "
-            f"{c.transport:<14} {c.level:<7} {c.scenario.clients:>4} clients ...")
-        v.run_case(c, args.redis_url, repeat)
-        if c.error:
-            failed.append(c.error)
-            log(f"  failed: {c.error}")
+    failed: list[str] = []
+    run_cases(cases, repeat, args.redis_url, failed, log,
+              lambda c: f"[{time.monotonic() - started:5.0f} s] point {c.point} "
+                        f"({v.config_label(c.config or {}, names)}) "
+                        f"{c.transport:<14} {c.level:<7} {c.scenario.clients:>4} clients ...")
     rows = v.table_rows(cases)
     crashes: dict[str, tuple] = {}
     if opts["crash"]:

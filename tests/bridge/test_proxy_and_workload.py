@@ -2,6 +2,8 @@
 the proxy's parsers count what the wire carries."""
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
@@ -67,29 +69,38 @@ def test_step_average():
     assert step_average([[0, 10], [5, 20]], 0, 10) == (1.5, 2)
 
 
-def test_proxy_delays_each_direction_by_half_the_rtt():
-    async def main():
-        async def echo(r, w):
-            while data := await r.read(100):
-                w.write(data)
-                await w.drain()
-            w.close()
-        srv = await asyncio.start_server(echo, "127.0.0.1", 0)
-        port = srv.sockets[0].getsockname()[1]
-        proxy = await CountingProxy("127.0.0.1", port, rtt_ms=100).start()
-        r, w = await asyncio.open_connection("127.0.0.1", proxy.port)
-        loop = asyncio.get_running_loop()
-        t = loop.time()
-        w.write(b"ping")
-        await r.readexactly(4)
-        first = loop.time() - t  # connect round trip + one round trip
-        t = loop.time()
-        w.write(b"pong")
-        await r.readexactly(4)
-        second = loop.time() - t
+@contextlib.asynccontextmanager
+async def echo_behind_proxy(rtt_ms: float) -> AsyncIterator[tuple[CountingProxy, asyncio.StreamReader,
+                                                                   asyncio.StreamWriter]]:
+    """An echo server behind a CountingProxy of *rtt_ms*, and a connection through it."""
+    async def echo(r, w):
+        while data := await r.read(100):
+            w.write(data)
+            await w.drain()
         w.close()
+    srv = await asyncio.start_server(echo, "127.0.0.1", 0)
+    proxy = await CountingProxy("127.0.0.1", srv.sockets[0].getsockname()[1], rtt_ms=rtt_ms).start()
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", proxy.port)
+        yield proxy, r, w
+        w.close()
+    finally:
         await proxy.stop()
         srv.close()
+
+
+def test_proxy_delays_each_direction_by_half_the_rtt():
+    async def main():
+        async with echo_behind_proxy(100) as (proxy, r, w):
+            loop = asyncio.get_running_loop()
+            t = loop.time()
+            w.write(b"ping")
+            await r.readexactly(4)
+            first = loop.time() - t  # connect round trip + one round trip
+            t = loop.time()
+            w.write(b"pong")
+            await r.readexactly(4)
+            second = loop.time() - t
         assert proxy.counters.total_up == 8 and proxy.counters.total_down == 8
         return first, second
     first, second = asyncio.run(main())
@@ -101,21 +112,10 @@ def test_proxy_records_how_far_each_delayed_chunk_was_off():
     """The proxy sets each wake-up `early` before the chunk is due, learnt from how late the
     wake-ups came, and keeps every chunk's excess (``delay_excess``) for the summary."""
     async def main():
-        async def echo(r, w):
-            while data := await r.read(100):
-                w.write(data)
-                await w.drain()
-            w.close()
-        srv = await asyncio.start_server(echo, "127.0.0.1", 0)
-        port = srv.sockets[0].getsockname()[1]
-        proxy = await CountingProxy("127.0.0.1", port, rtt_ms=10).start()
-        r, w = await asyncio.open_connection("127.0.0.1", proxy.port)
-        for _ in range(20):
-            w.write(b"ping")
-            await r.readexactly(4)
-        w.close()
-        await proxy.stop()
-        srv.close()
+        async with echo_behind_proxy(10) as (proxy, r, w):
+            for _ in range(20):
+                w.write(b"ping")
+                await r.readexactly(4)
         return proxy
     proxy = asyncio.run(main())
     excess = proxy.counters.delay_excess
