@@ -13,10 +13,8 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import ctypes
 import os
 import re
-import resource
 import shutil
 import signal
 import time
@@ -25,7 +23,7 @@ from pathlib import Path
 
 import aiohttp
 
-from reference_server.loadgen.server_proc import cpu_seconds
+from reference_server.loadgen.process import cpu_seconds, die_with_parent, raise_nofile
 
 __all__ = ["Child", "ChildFailed", "cpu_seconds", "raise_nofile", "rss_bytes", "stop_all"]
 
@@ -44,19 +42,6 @@ def rss_bytes(pid: int) -> int:
     """Resident set size of process *pid* (``/proc/<pid>/statm``, field 2, in pages)."""
     with open(f"/proc/{pid}/statm", "rb") as f:
         return int(f.read().split()[1]) * _PAGE
-
-
-def raise_nofile(want: int = 65536) -> int:
-    """Raise this process's open-file limit (inherited by the children) to *want*, or as
-    far as allowed; returns the soft limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= want:
-        return soft
-    for new_hard in (max(hard, want), hard):
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, new_hard), new_hard))
-            break
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def cpu_ticks() -> dict[str, tuple[int, int]]:
@@ -96,11 +81,6 @@ _DEBUG_ENV = ("PYTHONASYNCIODEBUG", "PYTHONDEVMODE", "PYTHONTRACEMALLOC", "NODE_
 def bench_env() -> dict[str, str]:
     """This process's environment without debug switches, for the children."""
     return {k: v for k, v in os.environ.items() if k not in _DEBUG_ENV}
-
-
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def pinning_available() -> bool:
@@ -149,7 +129,7 @@ class Child:
             self.proc = await asyncio.create_subprocess_exec(
                 *cmd, cwd=self.cwd, env=bench_env(), stdout=asyncio.subprocess.PIPE, stderr=log,
                 stdin=asyncio.subprocess.PIPE if self.stdin_pipe else asyncio.subprocess.DEVNULL,
-                start_new_session=True, preexec_fn=_die_with_parent, limit=64 * 1024 * 1024)
+                start_new_session=True, preexec_fn=die_with_parent(signal.SIGKILL), limit=64 * 1024 * 1024)
         _LIVE.add(self)
         if not self.expect_url:
             return self

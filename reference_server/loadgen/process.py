@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import sys
 import time
@@ -39,6 +40,20 @@ def die_with_parent(sig: int) -> Callable[[], None]:
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(1, sig, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
     return preexec
+
+
+def raise_nofile(want: int = 65536) -> int:
+    """Raise this process's open-file limit (inherited by the children) to *want*, or as
+    far as allowed; returns the soft limit now in force."""
+    inf = resource.RLIM_INFINITY
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == inf or soft >= want:
+        return soft
+    for new_hard in ((hard,) if hard == inf else (max(hard, want), hard)):
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, new_hard), new_hard))
+            break
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 class ServerFailed(RuntimeError):
