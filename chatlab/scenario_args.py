@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from .errors import UsageError
+from .errors import UsageError, read_text
 
 
 def add_scenario_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,13 +21,7 @@ def scenario_from_args(args: argparse.Namespace):  # -> sim.Scenario
     try:
         sc = Scenario()
         if args.scenario:
-            path = Path(args.scenario)
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise UsageError(f"--scenario={args.scenario}: cannot read ({exc.strerror or exc})") from None
-            except UnicodeDecodeError:
-                raise UsageError(f"--scenario={args.scenario}: not UTF-8 text") from None
+            text = read_text(args.scenario, f"--scenario={args.scenario}")
             try:
                 sc = Scenario.from_toml(text, sc)
             except ParameterError as exc:

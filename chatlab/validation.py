@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import UsageError
+from .errors import UsageError, read_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CALIBRATION = ROOT / "data" / "calibration.toml"
@@ -121,11 +121,8 @@ def load_scenario(defaults: dict[str, Any], calibration: str | None, scenario_fi
         for flag, path in (("--calibration", calibration), ("--scenario", scenario_file)):
             if path is None:
                 continue
-            try:
-                text = Path(path).read_text(encoding="utf-8")
-            except OSError as exc:
-                hint = " (run `chatlab calibrate` first)" if flag == "--calibration" else ""
-                raise UsageError(f"{flag}={path}: cannot read ({exc.strerror or exc}){hint}") from None
+            text = read_text(path, f"{flag}={path}",
+                             " (run `chatlab calibrate` first)" if flag == "--calibration" else "")
             try:
                 sc = Scenario.from_toml(text, sc)
             except ParameterError as exc:

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import UsageError
+from ..errors import UsageError, read_text
 from .adapter import KINDS, TEXT_METRICS, canonical_metric, metric_names
 
 _TOP_KEYS = ("name", "description", "kind", "seed", "replications", "common_random_numbers", "metrics",
@@ -127,12 +127,7 @@ def load_sweep(path: str | Path, overrides: Sequence[str] = (), replications: in
     base scenario and *replications* replaces the file's count. *start* (a ``sim.Scenario``)
     is what the file's scenario and ``[base]`` apply to (default ``Scenario()``)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{path}: not UTF-8 text") from None
+    text = read_text(path, str(path))
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

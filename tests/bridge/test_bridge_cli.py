@@ -44,6 +44,15 @@ def test_bad_arguments_are_one_line_errors(argv, needle, capsys):
     assert needle in err and "\n" not in err
 
 
+@pytest.mark.parametrize("flag", ["--calibration", "--scenario"])
+def test_a_file_that_is_not_utf8_is_a_one_line_error(flag, tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"\xff\xfe not text")
+    assert main(["validate", flag, str(bad), "--transports", "none", "--crash-transport", "none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{flag}={bad}: not UTF-8 text" in err and "\n" not in err
+
+
 @pytest.mark.slow
 def test_loadgen_json_has_the_simulations_names(capsys):
     assert main(["loadgen", "--transport", "long_polling", "--json", *SMALL]) == 0
