@@ -8,7 +8,7 @@ report are defined.
 ``sim`` and ``reference_server`` both import it and never import each other.
 """
 
-from .backoff import POLICIES, Backoff, backoff_delay
+from .backoff import POLICIES, Backoff, backoff_delay, reconnect_seed
 from .cursor import Cursor, CursorError
 from .states import (
     CONNECTION_TRANSITIONS,
@@ -44,6 +44,7 @@ __all__ = [
     "POLICIES",
     "Backoff",
     "backoff_delay",
+    "reconnect_seed",
     "Cursor",
     "CursorError",
     "ConnectionState",

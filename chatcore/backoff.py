@@ -12,9 +12,10 @@ With ``v = min(cap, base * 2**attempt)``:
 ``decorrelated_jitter`` min(cap, U(base, 3 * previous))
 =====================  =========================================
 
-Randomness comes from the caller: anything with ``uniform(a, b)`` works
-(``numpy.random.Generator`` in the simulation, ``random.Random`` in the client),
-so the module holds no random state of its own.
+Randomness comes from the caller: anything with ``uniform(a, b)`` works, so the
+module holds no random state of its own. :func:`reconnect_seed` seeds the stream both the
+simulation and the load generator give a client (``random.Random(reconnect_seed(...))``),
+so that a measured crash and its simulation back off by the same delays.
 """
 
 from __future__ import annotations
@@ -53,6 +54,20 @@ def backoff_delay(policy: str, attempt: int, base: float, cap: float, previous: 
     if policy == "equal_jitter":
         return v / 2.0 + float(rng.uniform(0.0, v / 2.0))
     raise ValueError(f"reconnect_policy={policy!r}: expected one of {', '.join(POLICIES)}")
+
+
+def reconnect_seed(seed: int, client: int) -> int:
+    """The seed of client *client*'s reconnect delays in run *seed* (a ``random.Random``'s).
+
+    The simulation's clients and the load generator's take their backoff draws from
+    that stream and from nothing else, in the same order (one draw after losing the
+    session, one after each failed attempt), so a measured crash run and its simulation
+    share their random numbers: a difference between them comes from the mechanism
+    (detection, restart, the attempt), not from which 100 delays each happened to draw.
+    The time to reconnect everyone is the slowest client's, a maximum over draws whose
+    spread from seed to seed is larger than the 20 % target (docs/VALIDATION.md).
+    """
+    return seed * 100_003 + client
 
 
 @dataclass

@@ -208,6 +208,11 @@ PARAMETERS: tuple[Param, ...] = (
                          "reset: the process dies and the kernel resets its connections (long polls and "
                          "WebSockets break at once, a poll fails); silent: the host stops answering (clients "
                          "notice by request timeouts and missed heartbeats).", ""),
+    _p("http_retry_once", bool, True, "", "true or false", lambda v: True,
+                          "An HTTP client retries a poll broken by a reset once, at once, on a new "
+                          "connection, before it backs off; behind a TCP proxy or load balancer a refused "
+                          "connect is such a reset, so a refused reconnect costs two round trips.",
+                          "RFC 9112, 9.3.1 (retrying idempotent requests); aiohttp 3.10+, the reference client"),
     _p("reconnect_policy", str, "full_jitter", "", "one of " + ", ".join(BACKOFF_POLICIES),
                                lambda v: v in BACKOFF_POLICIES,
                                "Client reconnect backoff (chatcore.backoff, AWS Architecture Blog naming).",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 #: Named random streams, in a fixed order (adding a stream goes at the end).
-STREAMS = ("arrivals", "read_delay", "start", "phase", "jitter", "service", "lb", "backoff")
+STREAMS = ("arrivals", "read_delay", "start", "phase", "jitter", "service", "lb")
 
 
 def streams(seed: int) -> dict[str, np.random.Generator]:

@@ -197,17 +197,19 @@ async def run_server(config: ServerConfig, static_dir: Path = STATIC_DIR, clock:
 async def serve_forever(config: ServerConfig) -> None:
     """Run until SIGTERM or cancellation (Ctrl-C in ``chatlab serve``), then stop cleanly."""
     server = await run_server(config)
+    stop = asyncio.Event()
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    # Said as soon as the port accepts connections: a supervisor (the load generator's crash
+    # run) times the restart by this line, and connections made from here on are served.
+    print(f"chat server on {server.url}  (db {server.chat.store.where}, redis "
+          f"{config.redis_url or 'embedded fakeredis'}, ws compression "
+          f"{'on' if config.ws_compression else 'off'})", flush=True)
     # Everything made at start-up (modules, functions, the app) lives as long as the process:
     # keep it out of the garbage collector's full passes, which otherwise stall the event
     # loop for tens of milliseconds scanning it.
     gc.collect()
     gc.freeze()
-    stop = asyncio.Event()
-    with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    print(f"chat server on {server.url}  (db {server.chat.store.where}, redis "
-          f"{config.redis_url or 'embedded fakeredis'}, ws compression "
-          f"{'on' if config.ws_compression else 'off'})", flush=True)
     try:
         await stop.wait()
     finally:

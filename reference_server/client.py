@@ -74,7 +74,8 @@ class ChatClient:
     def __init__(self, base_url: str, user: str, password: str, *, transport: str = "websocket",
                  session: aiohttp.ClientSession | None = None,
                  reconnect_policy: str = "full_jitter", backoff_base: float = 0.5, backoff_cap: float = 10.0,
-                 rng: random.Random | None = None, poll_interval: float = 1.0, longpoll_timeout: float = 30.0,
+                 rng: random.Random | None = None, retry_rng: random.Random | None = None,
+                 poll_interval: float = 1.0, longpoll_timeout: float = 30.0,
                  ws_compression: bool = False, send_timeout: float = 10.0, send_attempts: int = 5,
                  on_event: EventCallback | None = None, clock: Callable[[], float] = time.monotonic,
                  cursor: str | None = None, route_cookie: str | None = None) -> None:
@@ -87,7 +88,11 @@ class ChatClient:
         self.send_timeout, self.send_attempts = send_timeout, send_attempts
         self.on_event = on_event
         self.clock = clock
+        #: *rng* draws the receive loop's reconnect delays and nothing else (a load generator
+        #: seeds it with ``chatcore.reconnect_seed``, as the simulation does); *retry_rng* draws the
+        #: resends' delays and the jitter after a 429.
         self.backoff = Backoff(reconnect_policy, backoff_base, backoff_cap, rng or random.Random())
+        self.retry_rng = retry_rng or random.Random()
         self.state = ConnectionState.DISCONNECTED
         self.token: str | None = None
         self.cursor: str | None = cursor
@@ -171,13 +176,13 @@ class ChatClient:
             return None
         ms = exc.body.get("retry_after_ms")
         base = ms / 1000 if isinstance(ms, (int, float)) and ms > 0 else self.backoff.base
-        return base * (1.0 + self.backoff.rng.uniform(0.0, 0.5))
+        return base * (1.0 + self.retry_rng.uniform(0.0, 0.5))
 
     async def _with_retries(self, method: str, path: str, body: Any = None) -> Any:
         """A request retried with backoff on transient failures and after a 429's
         ``retry_after_ms`` (sends are idempotent by client_msg_id, receipts by watermark),
         re-logging in once on 401."""
-        backoff = Backoff(self.backoff.policy, self.backoff.base, self.backoff.cap, self.backoff.rng)
+        backoff = Backoff(self.backoff.policy, self.backoff.base, self.backoff.cap, self.retry_rng)
         relogged = False
         for attempt in range(self.send_attempts):
             last = attempt == self.send_attempts - 1

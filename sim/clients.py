@@ -199,13 +199,21 @@ class Client:
         self.end_session(env.now)
         if m.incident is not None:
             m.incident.session_ended(env.now)
-        while True:
-            yield env.timeout(self.backoff.next_delay())
+        retries = self.connect_retries()
+        server = None
+        if retries and not (self.server.silent or self.cut):
+            # the request the reset broke is retried at once, before any backoff (a timeout is not)
             self.move(CS.CONNECTING)
             server = yield from reconnect.attempt(m, self)
-            if server is not None:
-                break
-            self.move(CS.BACKING_OFF)
+        while server is None:
+            if self.state is CS.CONNECTING:
+                self.move(CS.BACKING_OFF)
+            yield env.timeout(self.backoff.next_delay())
+            at = self.next_attempt_at(env.now)
+            if at > env.now:
+                yield env.timeout(at - env.now)
+            self.move(CS.CONNECTING)
+            server = yield from reconnect.attempt(m, self, retries)
         self.backoff.reset()
         self.move(CS.CONNECTED)
         self.begin(server)
@@ -213,6 +221,15 @@ class Client:
 
     def end_session(self, t: float) -> None:
         """The client gives up the session's connections at *t*."""
+
+    def next_attempt_at(self, t: float) -> float:
+        """When the attempt after a backoff that ends at *t* goes out (at once, unless the
+        transport keeps a schedule)."""
+        return t
+
+    def connect_retries(self) -> int:
+        """How often the client's library retries a broken connection at once (``reconnect.attempt``)."""
+        return 0
 
     def resume(self) -> None:
         """After a reconnect: the delivery design's resume, then resend the outbox."""

@@ -19,10 +19,12 @@ over the sender's transport; they only move forward (:func:`chatcore.states.adva
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import simpy
 
-from chatcore.backoff import Backoff
+from chatcore.backoff import Backoff, reconnect_seed
 from chatcore.states import CONNECTION_TRANSITIONS, ConnectionState, advance_watermark, check_transition
 from chatcore.wire import WireSizes, ws_frame_overhead
 
@@ -121,10 +123,10 @@ class ChatModel:
         self.lp_expiry = LongPollExpiry(self.env, sc.long_poll_timeout_s) if transport == "long_polling" else None
         cls = CLIENTS[transport]
         self.clients: list[Client] = [cls(self, i) for i in range(sc.clients)]
-        if fault:
-            brng = rngs["backoff"]
+        if fault:  # each client its own stream, the load generator's (common random numbers)
             for c in self.clients:
-                c.backoff = Backoff(policy or sc.reconnect_policy, sc.backoff_base_s, sc.backoff_cap_s, brng)
+                c.backoff = Backoff(policy or sc.reconnect_policy, sc.backoff_base_s, sc.backoff_cap_s,
+                                    random.Random(reconnect_seed(sc.seed, c.idx)))
 
     @staticmethod
     def check_move(current: ConnectionState, to: ConnectionState) -> ConnectionState:

@@ -84,6 +84,7 @@ class Scenario:
     crashed_servers: int = _f("crashed_servers")
     partition_fraction: float = _f("partition_fraction")
     crash_mode: str = _f("crash_mode")
+    http_retry_once: bool = _f("http_retry_once")
     reconnect_policy: str = _f("reconnect_policy")
     backoff_base_s: float = _f("backoff_base_s")
     backoff_cap_s: float = _f("backoff_cap_s")

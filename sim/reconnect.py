@@ -23,8 +23,25 @@ MIN_ATTEMPT_S = 0.001
 Attempt = Generator[simpy.Event, object, "Server | None"]
 
 
-def attempt(m: "ChatModel", c: "Client") -> Attempt:
-    """Try once; return the server that accepted the client, or None (refused or timed out)."""
+def attempt(m: "ChatModel", c: "Client", retries: int = 0) -> Attempt:
+    """Try once; return the server that accepted the client, or None (refused or timed out).
+
+    A connection refused for want of a live server is tried again at once up to *retries*
+    times: an HTTP client retries an idempotent request (a poll) once on a new connection when
+    its connection breaks (RFC 9112, 9.3.1; aiohttp does), and a refusal behind a TCP proxy or
+    load balancer is a connection accepted, then reset. A timeout or a server's refusal is an
+    answer, not a broken connection, and is not retried.
+    """
+    for _ in range(retries):
+        server, refused = yield from _once(m, c)
+        if not refused:
+            return server
+    server, _ = yield from _once(m, c)
+    return server
+
+
+def _once(m: "ChatModel", c: "Client") -> Generator[simpy.Event, object, "tuple[Server | None, bool]"]:
+    """One connect: (the server that accepted, or None; whether no live server was there)."""
     env, sc, net, inc = m.env, m.sc, m.net, m.incident
     assert inc is not None
     now = env.now
@@ -33,7 +50,7 @@ def attempt(m: "ChatModel", c: "Client") -> Attempt:
     if server is None:  # the load balancer has no live server: refused after a round trip
         yield env.timeout(max(net.rtt_s, MIN_ATTEMPT_S))
         inc.rejected(env.now)
-        return None
+        return None, True
     c.server = server  # sticky from now on, whatever the answer
     m.attempt_id += 1
     aid = m.attempt_id
@@ -44,14 +61,14 @@ def attempt(m: "ChatModel", c: "Client") -> Attempt:
     if not answer.triggered:
         m.waiting[c.idx] = 0  # stop waiting: a late answer finds nobody
         inc.timed_out(env.now)
-        return None
+        return None, False
     if answer.value != "accepted":
         inc.rejected(env.now)
         if env.now - now < MIN_ATTEMPT_S:  # an attempt never takes zero time, even on rtt_ms=0
             yield env.timeout(MIN_ATTEMPT_S - (env.now - now))
-        return None
+        return None, False
     inc.accepted(env.now)
-    return server
+    return server, False
 
 
 def _server_side(m: "ChatModel", s: Server, c: "Client", aid: int, answer: simpy.Event) -> Generator[

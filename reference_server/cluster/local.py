@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,6 +181,8 @@ class ClusterTarget:
     def __init__(self, cluster: LocalCluster, victim: int = 0) -> None:
         self.cluster = cluster
         self.victim = victim
+        #: When the last restart's server was back in HAProxy's rotation.
+        self.available_at = 0.0
 
     @property
     def port(self) -> int:
@@ -203,6 +206,7 @@ class ClusterTarget:
     async def start(self) -> None:
         """Restart the victim; returns once HAProxy's health checks see it up."""
         await self.cluster.restart(self.victim)
+        self.available_at = time.monotonic()
 
 
 __all__ = ["ClusterSpec", "ClusterTarget", "ComponentFailed", "LocalCluster", "MissingComponent", "ServerFailed"]

@@ -80,6 +80,9 @@ class ServerProcess:
     #: ServerConfig overrides after the profile (``--set NAME=VALUE``), e.g. ``{"admission": False}``.
     settings: dict[str, Any] = field(default_factory=dict)
     proc: asyncio.subprocess.Process | None = None
+    #: When (``time.monotonic()``) the last start said the port accepts connections: its
+    #: start-up line, a few milliseconds before ``/healthz`` answers.
+    available_at: float = 0.0
 
     @property
     def url(self) -> str:
@@ -121,6 +124,7 @@ class ServerProcess:
             await self.kill()
             raise ServerFailed(f"server did not start within {self.start_timeout_s:g} s "
                                f"(log: {self.data_dir / 'server.log'})") from None
+        self.available_at = time.monotonic()
         text = line.decode(errors="replace")
         if "chat server on http://" not in text:
             await self.proc.wait()

@@ -11,7 +11,8 @@ else, e.g. login or the WebSocket ``auth`` frame, is ``other``).
 Each chunk is delayed by ``rtt_ms / 2`` in each direction, in order and without
 limiting throughput (a reader task stamps chunks, a writer task releases them at
 their due time), and the first bytes of a new connection wait one extra round trip
-(the TCP handshake). Loopback then behaves like a link with that round trip.
+(the TCP handshake); a connection the server refuses is reset one round trip after it
+was opened. Loopback then behaves like a link with that round trip.
 
 The parsers assume what the reference client sends: HTTP/1.1 without pipelining,
 bodies sized by Content-Length, and WebSocket text frames after a 101 response.
@@ -280,7 +281,10 @@ class CountingProxy:
             try:
                 s_reader, s_writer = await asyncio.wait_for(asyncio.open_connection(*self.target), 5.0)
             except (OSError, asyncio.TimeoutError):
-                c_writer.transport.abort()  # the server is down: the client sees a reset
+                # The server is down: the client sees a reset, one round trip after its
+                # connect (its SYN out, the RST back), as on a real link.
+                await asyncio.sleep(max(0.0, opened + 2 * self.delay - self.clock()))
+                c_writer.transport.abort()
                 return
             self._writers.add(s_writer)
             # The TCP handshake costs one round trip before the first request can leave.

@@ -35,7 +35,7 @@ import aiohttp
 import numpy as np
 import pandas as pd
 
-from chatcore import TRANSPORTS, ConnectionState
+from chatcore import TRANSPORTS, ConnectionState, reconnect_seed
 from chatcore import params as spec
 from chatcore.params import ParameterError
 from chatcore.stats import LATENCY_KEYS, latency_stats, step_profile, traffic_summary
@@ -193,6 +193,9 @@ class Target(Protocol):
     def url(self) -> str: ...
     @property
     def proc(self) -> asyncio.subprocess.Process | None: ...
+
+    #: When (``time.monotonic()``) clients could last reach it again after :meth:`start`.
+    available_at: float
 
     def cpu_seconds(self) -> float: ...
     async def kill(self) -> None: ...
@@ -371,7 +374,7 @@ class LoadRun:
         if self.cfg.cluster:  # the scenario's downtime, then the restart (HAProxy sees it up)
             await asyncio.sleep(max(0.0, killed + self.cfg.downtime_s - self.clock()))
         await self.server.start()  # same port, same data directory (or database)
-        up = self.clock()
+        up = self.server.available_at  # accepting again (the health check comes a little later)
         self.crash = {"killed_at_s": self.rel(killed), "restarted_at_s": self.rel(up),
                       "downtime_s": up - killed, "cpu_before_kill_s": cpu_before}
 
@@ -392,7 +395,7 @@ class LoadRun:
                 c = _Client(proxy.url, name, "pw", transport=cfg.transport, session=session,
                             reconnect_policy=cfg.reconnect_policy, backoff_base=cfg.backoff_base_s,
                             backoff_cap=cfg.backoff_cap_s,
-                            rng=random.Random(cfg.seed * 100_003 + i),
+                            rng=random.Random(reconnect_seed(cfg.seed, i)), retry_rng=random.Random(f"retry {cfg.seed} {i}"),
                             poll_interval=cfg.poll_interval_s, longpoll_timeout=cfg.long_poll_timeout_s,
                             on_event=lambda e, t, i=i: self.on_event(i, e, t), clock=self.clock,
                             route_cookie="SERVERID" if cfg.cluster else None)

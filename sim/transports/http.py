@@ -143,6 +143,9 @@ class HttpClient(Client):
         self.recv_conn = HttpConnection()  # polls: one at a time
         self.polling_since = -1.0  # arrival of the poll the server is working on or holding
 
+    def connect_retries(self) -> int:
+        return 1 if self.m.sc.http_retry_once else 0
+
     def start(self) -> None:
         """The app starts: the first request opens the session (no separate connect)."""
         self.move(CS.CONNECTING)

@@ -80,6 +80,13 @@ class ShortPollingClient(HttpClient):
             yield from self.reconnect()
             next_poll = env.now  # the first poll of the new session is the resume
 
+    def next_attempt_at(self, t: float) -> float:
+        """The poll timer keeps its schedule through a reconnect (a browser's ``setInterval``,
+        the load generator's client): an attempt is the next scheduled poll, and waits for it
+        if the backoff ended sooner."""
+        self.next_poll += self.m.sc.poll_interval_s
+        return max(t, self.next_poll)
+
     def detect_time(self, t: float, silent: bool) -> float:
         """The next poll at or after *t* fails: a reset answers within a round trip, a silent
         server lets it time out."""

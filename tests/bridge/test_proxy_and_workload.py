@@ -139,3 +139,26 @@ def test_the_load_generator_takes_its_configuration_from_the_scenario_spec():
         with pytest.raises(ParameterError) as from_sim:
             Scenario().with_overrides(bad)
         assert str(from_loadgen.value) == str(from_sim.value)
+
+
+def test_a_refused_connection_is_reset_one_round_trip_after_it_was_opened():
+    """A connect to a dead server costs the client a round trip (SYN out, RST back) on a real
+    link; the proxy accepts at once on loopback, so it holds the reset for that round trip."""
+    async def main():
+        dead = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = dead.sockets[0].getsockname()[1]
+        dead.close()
+        await dead.wait_closed()
+        proxy = await CountingProxy("127.0.0.1", port, rtt_ms=100).start()
+        try:
+            loop = asyncio.get_running_loop()
+            t = loop.time()
+            r, w = await asyncio.open_connection("127.0.0.1", proxy.port)
+            with contextlib.suppress(ConnectionError):
+                assert await r.read(10) == b""
+            w.close()
+            return loop.time() - t
+        finally:
+            await proxy.stop()
+    took = asyncio.run(main())
+    assert 0.095 <= took < 0.3  # the timer may fire up to a few ms early, never a round trip late

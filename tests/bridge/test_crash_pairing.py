@@ -1,0 +1,50 @@
+"""A measured crash run and its simulation share their random numbers: the load generator's
+client i backs off by the draws the simulation's client i makes (chatcore.reconnect_seed), so the
+validation compares the mechanism, not two samples of the slowest of many random delays."""
+
+import asyncio
+import random
+import uuid
+from pathlib import Path
+
+from chatcore.backoff import Backoff, reconnect_seed
+from chatlab import validation as v
+from chatlab.validate_cmd import crash_scenario
+from reference_server.loadgen.process import ServerProcess
+from reference_server.loadgen.runner import LoadRun
+
+
+def test_measured_clients_back_off_by_their_seeded_draws_and_the_downtime_ends_at_the_restart(tmp_path):
+    base = v.load_scenario(v.VALIDATION_DEFAULTS, None, None,
+                           ["duration_s=7", "warmup_s=2", "connect_ramp_s=1", "msg_rate_per_min=6", "seed=5"])
+    sc = crash_scenario(base, "websocket", 8)
+    cfg = v.load_config(sc, "websocket", crash=True)
+
+    async def run():
+        srv = ServerProcess(Path(tmp_path) / "server", redis_prefix=f"pair-{uuid.uuid4().hex[:8]}")
+        await srv.start()
+        try:
+            lr = LoadRun(cfg, srv)
+            await lr.run()
+            return lr
+        finally:
+            await srv.stop()
+
+    lr = asyncio.run(run())
+    assert lr.crash is not None
+    killed = lr.t0 + lr.crash["killed_at_s"]
+    # the downtime ends when the restarted server accepts again: it answers its health check a
+    # little later, so a restart never measures shorter than its process start (~0.3 s or more)
+    assert 0.2 < lr.crash["downtime_s"] < 10
+    checked = 0
+    for i, c in enumerate(lr.clients):
+        lost = [t for t in c.lost_at if t >= killed]
+        tries = [t for t in c.attempt_at if lost and t >= lost[0]]
+        if not tries:
+            continue
+        first = Backoff(cfg.reconnect_policy, cfg.backoff_base_s, cfg.backoff_cap_s,
+                        random.Random(reconnect_seed(cfg.seed, i))).next_delay()
+        # the first attempt began one draw after the loss was noticed (a timer's lateness apart)
+        assert 0 <= tries[0] - lost[0] - first < 0.05, (i, tries[0] - lost[0], first)
+        checked += 1
+    assert checked == sc.clients
