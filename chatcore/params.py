@@ -168,7 +168,8 @@ PARAMETERS: tuple[Param, ...] = (
                                  "Extra CPU per event serialised into a poll response.", _PROVISIONAL),
     _p("cpu_commit_batch_ms", float, 0.0, "ms", "a number >= 0 (0 = no group commit)", _nonneg,
                                     "Queue design: CPU per group commit, paid once per batch of writes (sends and "
-                                    "receipts) that commit together; the cpu_http_send_ms, cpu_http_receipt_ms and "
+                                    "receipts) and fan-outs that commit together (a write alone makes two: its own "
+                                    "and its fan-out's); the cpu_http_send_ms, cpu_http_receipt_ms and "
                                     "cpu_ws_frame_in_ms costs are then the per-write part without it. 0: every write "
                                     "is stored alone and those costs include its commit.",
                                     "`chatlab calibrate`: writes one and sixteen at a time (docs/MODEL.md, "

@@ -51,13 +51,28 @@ def lubbers_greco_table(clients: tuple[int, ...] = (1_000, 10_000, 100_000)) -> 
              "websocket_mbps": lg_mbps(n * LG_WS_FRAME_BYTES)} for n in clients]
 
 
+def group_commit_s(sc: Scenario) -> float:
+    """One group commit of its own, as the model's Committer takes it: its CPU, the commit,
+    the queue append (seconds)."""
+    return (sc.cpu_commit_batch_ms + sc.queue_latency_ms + sc.persist_latency_ms) / 1000.0
+
+
+def fan_out_commit_s(sc: Scenario) -> float:
+    """With group commit (``cpu_commit_batch_ms`` > 0) the fan-out is a commit of its own too:
+    the events enter the recipients' logs that long after the delivery stage (seconds; 0 without)."""
+    return group_commit_s(sc) if sc.cpu_commit_batch_ms > 0 else 0.0
+
+
 def short_polling_mean_latency(sc: Scenario) -> float:
     """Mean end-to-end latency of a message under short polling at light load:
-    upload + send CPU + durable append, then T/2 until the next poll reaches the
+    upload + send CPU + durable append (+ with group commit, the delivery stage and the
+    fan-out's commit before the event is in the log), then T/2 until the next poll reaches the
     server, that poll's CPU, and the way down. Queueing for the CPU is ignored
     (valid while utilisation is low; a write is then its own group commit)."""
     one_way = sc.rtt_ms / 2000.0
-    store = (sc.cpu_commit_batch_ms + sc.queue_latency_ms + sc.persist_latency_ms) / 1000.0
+    store = group_commit_s(sc)
+    if sc.cpu_commit_batch_ms > 0:
+        store += sc.delivery_latency_ms / 1000.0 + fan_out_commit_s(sc)
     return (one_way + sc.cpu_http_send_ms / 1000.0 + store
             + short_polling_mean_wait(sc.poll_interval_s)
             + (sc.cpu_poll_ms + sc.cpu_per_event_ms) / 1000.0 + one_way)
@@ -92,10 +107,11 @@ def pimentel_nickerson_long_polling_ok(one_way_s: float, msg_interval_s: float) 
 
 def websocket_mean_latency(sc: Scenario) -> float:
     """Mean end-to-end latency under WebSocket at light load: upload, frame CPU,
-    durable append (a group commit of its own), delivery stage, push CPU, way down."""
+    durable append (a group commit of its own), delivery stage, the fan-out's commit (with
+    group commit), push CPU, way down."""
     one_way = sc.rtt_ms / 2000.0
-    return (2 * one_way + (sc.cpu_ws_frame_in_ms + sc.cpu_commit_batch_ms + sc.queue_latency_ms + sc.persist_latency_ms
-                           + sc.delivery_latency_ms + sc.cpu_ws_frame_out_ms) / 1000.0)
+    return (2 * one_way + (sc.cpu_ws_frame_in_ms + sc.delivery_latency_ms + sc.cpu_ws_frame_out_ms) / 1000.0
+            + group_commit_s(sc) + fan_out_commit_s(sc))
 
 
 def websocket_event_overhead(payload_bytes: int, user_chars: int = 8, id_digits: int = 7,
@@ -175,13 +191,14 @@ def websocket_cpu_per_client(sc: Scenario) -> float:
     ping per ``ws_heartbeat_s``. A user sends ``msg_rate_per_min`` and, by symmetry, receives as
     many times ``group_size - 1``. Handshakes are excluded (one per session, not steady state).
     Queueing is ignored: valid below saturation. With group commit each frame in is counted as
-    its own batch (``cpu_commit_batch_ms`` each): an upper bound, as under load writes share."""
+    two commits of its own (its store's and its fan-out's, ``cpu_commit_batch_ms`` each): an upper
+    bound, as under load writes share them."""
     r = sc.msg_rate_per_min / 60.0
     k = sc.group_size - 1
     receipts = 2 if sc.receipts else 0
     frames_in = r * (1 + receipts * k)
     frames_out = r * k * (1 + receipts)
-    return (frames_in * (sc.cpu_ws_frame_in_ms + sc.cpu_commit_batch_ms) + frames_out * sc.cpu_ws_frame_out_ms) / 1000.0 \
+    return (frames_in * (sc.cpu_ws_frame_in_ms + 2 * sc.cpu_commit_batch_ms) + frames_out * sc.cpu_ws_frame_out_ms) / 1000.0 \
         + sc.cpu_ping_ms / 1000.0 / sc.ws_heartbeat_s
 
 

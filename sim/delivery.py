@@ -87,8 +87,20 @@ class QueueDelivery:
 
     def publish(self, targets: Iterable[Client], kind: int, msg: int, size: int, sent: float,
                 origin: Server) -> Proc:
-        """Append an event to each target's log, then let the delivery service push or wake."""
+        """Append an event to each target's log, then let the delivery service push or wake.
+
+        With group commit the fan-out is a job of a group commit too, as the reference
+        server's (``store.submit_fan_out``): the item is read from the queue (``delivery_s``),
+        and its events enter the logs when that commit is done, together with every other
+        write and fan-out it carried; then they are pushed at once (docs/MODEL.md, "Group
+        commit")."""
         m = self.m
+        targets = list(targets)
+        committer = origin.committer
+        fanned = committer is not None and bool(targets) and m.delivery_alive and origin.alive
+        if fanned:
+            yield m.env.timeout(m.delivery_s)
+            yield committer.join()
         now = m.env.now
         to_push = []
         keep = self.keep_log and kind == MSG
@@ -102,7 +114,8 @@ class QueueDelivery:
             if not m.delivery_alive:
                 self.inc.backlog_in(now, to_push)
                 return
-            yield m.env.timeout(m.delivery_s)
+            if not fanned:
+                yield m.env.timeout(m.delivery_s)
             lookup = m.cluster.registry.lookup
             for c, ev in to_push:
                 if c.pushes:  # (push() written out: one per event per recipient)

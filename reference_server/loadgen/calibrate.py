@@ -262,12 +262,14 @@ class Calibration:
         p["queue_latency_ms"] = min(0.2, store)
         p["persist_latency_ms"] = store - p["queue_latency_ms"]
         p["delivery_latency_ms"] = max(0.0, ws_e2e - p["cpu_ws_frame_in_ms"] - store - p["cpu_ws_frame_out_ms"])
-        # Writes measured one at a time carry a whole group commit each: the model charges
-        # cpu_commit_batch_ms once per batch, so their per-write part is the rest.
+        # Writes measured one at a time carry their whole commits each (their own and their
+        # fan-out's), so their per-write part is the rest; the model charges
+        # cpu_commit_batch_ms once per commit, and a lone write makes per_1 of them (2: the
+        # store's and the fan-out's, as the model's two stages; 2 if the counters are unread).
         for k in ("cpu_http_receipt_ms", "cpu_ws_frame_in_ms"):
             self.details["group_commit"][k.removeprefix("cpu_") + "_1"] = round(p[k], 4)
             p[k] = max(0.0, p[k] - batch_ms)
-        p["cpu_commit_batch_ms"] = batch_ms
+        p["cpu_commit_batch_ms"] = batch_ms / (per_1 if per_1 and per_1 >= 1.0 else 2.0)
         self.details["http_send_wall_ms_median"] = round(send_wall, 3)
         self.details["ws_end_to_end_ms_median"] = round(ws_e2e, 3)
 

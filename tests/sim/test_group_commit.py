@@ -95,15 +95,17 @@ def test_batches_grow_with_the_load_and_the_cpu_per_write_falls():
         assert r.summary["messages_delivered"] == r.summary["messages_sent"] > 0
         out[rate] = (n_writes / n_batches, cls["cpu_busy_s"].sum() / n_writes)
     (size_lo, cpu_lo), (size_hi, cpu_hi) = out[2], out[60]
-    assert size_lo >= 1.0 and size_hi > 1.5 * size_lo
+    # alone a write makes two commits (its own and its fan-out's): at least half a write per commit
+    assert size_lo >= 0.5 and size_hi > 1.5 * size_lo
     assert cpu_hi < cpu_lo
 
 
 def test_a_lone_write_pays_one_whole_commit_at_light_load():
     """WebSocket, 20 messages/s, no receipts: the fastest message takes the analytic light-load
-    latency (its frame, a batch of its own, the commit, the queue, the delivery, the push); a
-    message that finds a batch committing waits for it, at most one commit more (2.2 ms),
-    which about 4 % of messages do (20/s x 2.2 ms): the mean stays within 0.5 ms."""
+    latency (its frame, a batch of its own, the commit, the queue, the delivery, its fan-out's
+    commit, the push); a message that finds a batch committing waits for it, at most one commit
+    more (2.2 ms) at each of its two commits, which a few % of messages do (40 commits/s x
+    2.2 ms): the mean stays within 0.5 ms."""
     from sim import analytic
     sc = small("websocket", clients=200, receipts=False, cpu_commit_batch_ms=1.0, seed=3)
     r = run(sc, "websocket")
@@ -112,4 +114,4 @@ def test_a_lone_write_pays_one_whole_commit_at_light_load():
     assert lat.size > 500
     assert lat.min() == pytest.approx(floor)
     assert 0.0 <= lat.mean() - floor < 0.5
-    assert lat.max() <= floor + (1.0 + 1.2) + 1.0  # one commit's wait, and a little CPU queueing
+    assert lat.max() <= floor + 2 * (1.0 + 1.2) + 1.0  # a commit's wait at each of its two, a little queueing
