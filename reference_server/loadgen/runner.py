@@ -119,20 +119,39 @@ class _Client(ChatClient):
     """The reference client, with two things a load generator needs: short polls on a
     fixed schedule (``phase + k * interval``, the model's and a browser ``setInterval``'s;
     the library's own loop sleeps *after* each response), and the times of each
-    disconnect and reconnect (for the crash run)."""
+    disconnect and reconnect (for the crash run).
+
+    A long poll that resumes after a crash is held by the server until something happens,
+    which may be seconds: its answer says nothing about when the client was back. So a long
+    poller counts as reconnected when an answer *could* have reached it: two round trips
+    (``rtt_s``: the TCP handshake, then the request and its answer) after the connection that
+    carried its first successful poll was opened, one after it took a pooled connection, or at
+    the answer if that came sooner; a poll still held when the run ends counts the same way
+    (a refused one is reset within a round trip). The connection's time comes from aiohttp's
+    tracing (:func:`poll_connection_trace`), per request, so aiohttp's own retry counts the
+    connection that worked."""
 
     next_poll: float = 0.0
+    rtt_s: float = 0.0
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
         self.reconnected_at: list[float] = []
         self.lost_at: list[float] = []
         self.failed_at: list[float] = []  # connect attempts that failed (refused, timed out, 5xx)
-        self.attempt_at: list[float] = []  # when each WebSocket connect attempt began
+        self.attempt_at: list[float] = []  # when each connect attempt (WebSocket, or a poll while not connected) began
+        #: the current (or last answered) long poll's connection: (when it was opened or taken
+        #: from the pool, opened?); None while it has none or after it failed
+        self.poll_connection: tuple[float, bool] | None = None
 
     async def _ws_session(self) -> None:
         self.attempt_at.append(self.clock())
         await super()._ws_session()
+
+    async def _long_poll_once(self) -> None:
+        if self.state != ConnectionState.CONNECTED:
+            self.attempt_at.append(self.clock())
+        await super()._long_poll_once()
 
     async def _poll_once(self) -> None:
         now = self.clock()
@@ -146,8 +165,18 @@ class _Client(ChatClient):
 
     def _connected(self) -> None:
         if self.state != ConnectionState.CONNECTED:
-            self.reconnected_at.append(self.clock())
+            now = self.clock()
+            back = self.poll_back()
+            self.reconnected_at.append(now if back is None else min(now, back))
         super()._connected()
+
+    def poll_back(self) -> float | None:
+        """When the current long poll's answer could reach this client (None: no poll, or not
+        long polling)."""
+        if self.transport != "long_polling" or self.poll_connection is None:
+            return None
+        at, opened = self.poll_connection
+        return at + (2.0 if opened else 1.0) * self.rtt_s
 
     async def _back_off(self) -> None:
         if self.state == ConnectionState.CONNECTED:
@@ -155,6 +184,36 @@ class _Client(ChatClient):
         elif self.lost_at:
             self.failed_at.append(self.clock())
         await super()._back_off()
+
+
+def poll_connection_trace(clients: dict[int, "_Client"], idx: int, clock: Any) -> aiohttp.TraceConfig:
+    """aiohttp tracing for client *idx*'s session: each long poll that is answered leaves on
+    the client (``poll_connection``) when its connection was opened or taken from the pool
+    (per request: after aiohttp's own retry, the connection that worked)."""
+    tc = aiohttp.TraceConfig()
+
+    def note(ctx: Any, value: tuple[float, bool] | None) -> None:
+        if getattr(ctx, "poll", False) and idx in clients:
+            clients[idx].poll_connection = value
+
+    async def started(_s: Any, ctx: Any, params: Any) -> None:
+        ctx.poll = params.url.path == "/api/longpoll"
+
+    async def opened(_s: Any, ctx: Any, _p: Any) -> None:
+        note(ctx, (clock(), True))
+
+    async def reused(_s: Any, ctx: Any, _p: Any) -> None:
+        note(ctx, (clock(), False))
+
+    async def failed(_s: Any, ctx: Any, params: Any) -> None:
+        if not isinstance(params.exception, asyncio.CancelledError):  # not the run's end
+            note(ctx, None)
+
+    tc.on_request_start.append(started)
+    tc.on_connection_create_end.append(opened)
+    tc.on_connection_reuseconn.append(reused)
+    tc.on_request_exception.append(failed)
+    return tc
 
 
 def user_name(i: int) -> str:
@@ -387,11 +446,13 @@ class LoadRun:
                             bin_of=lambda t: int(math.floor((t - self.t0) / cfg.bin_s)))
         proxy = await CountingProxy("127.0.0.1", self.server.port, cfg.rtt_ms, counters=counters).start()
         self.clients: list[_Client] = []
+        by_index: dict[int, _Client] = {}
         try:
             for i, name in enumerate(self.names):
+                traces = [poll_connection_trace(by_index, i, self.clock)] if cfg.transport == "long_polling" else []
                 session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
                     keepalive_timeout=cfg.http_keepalive_s, limit=8),
-                    cookie_jar=aiohttp.DummyCookieJar() if cfg.cluster else None)
+                    cookie_jar=aiohttp.DummyCookieJar() if cfg.cluster else None, trace_configs=traces)
                 c = _Client(proxy.url, name, "pw", transport=cfg.transport, session=session,
                             reconnect_policy=cfg.reconnect_policy, backoff_base=cfg.backoff_base_s,
                             backoff_cap=cfg.backoff_cap_s,
@@ -400,6 +461,8 @@ class LoadRun:
                             on_event=lambda e, t, i=i: self.on_event(i, e, t), clock=self.clock,
                             route_cookie="SERVERID" if cfg.cluster else None)
                 c.token = tokens[name]
+                c.rtt_s = cfg.rtt_ms / 1000.0
+                by_index[i] = c
                 self.clients.append(c)
             self.t0 = self.clock() + 0.5
             for i, c in enumerate(self.clients):
@@ -535,10 +598,15 @@ class LoadRun:
         killed = self.t0 + self.crash["killed_at_s"]
         back = []
         affected = 0
+        ended = self.clock()
         for c in self.clients:
             if any(t >= killed for t in c.lost_at):
                 affected += 1
                 after = [t for t in c.reconnected_at if t >= killed]
+                held = c.poll_back() if not after else None  # a resumed long poll still held at the end
+                if held is not None and held >= max(t for t in c.lost_at if t >= killed) and held <= ended:
+                    c.reconnected_at.append(held)
+                    after = [held]
                 back.append(min(after) if after else math.inf)
         all_back = bool(back) and all(math.isfinite(t) for t in back)
         wl = self.wl

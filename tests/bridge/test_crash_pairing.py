@@ -48,3 +48,41 @@ def test_measured_clients_back_off_by_their_seeded_draws_and_the_downtime_ends_a
         assert 0 <= tries[0] - lost[0] - first < 0.05, (i, tries[0] - lost[0], first)
         checked += 1
     assert checked == sc.clients
+
+
+def test_a_long_poller_is_back_when_its_resumed_poll_could_be_answered_not_when_it_is(tmp_path):
+    """At one message per minute a resumed long poll is held for seconds: the client counts as
+    back two round trips after the connection that carried it opened, not at its late answer.
+    (Only clients whose poll had been answered before the crash were connected, so only they
+    count as affected: at this rate, a few.)"""
+    base = v.load_scenario(v.VALIDATION_DEFAULTS, None, None,
+                           ["duration_s=9", "warmup_s=2", "connect_ramp_s=1", "msg_rate_per_min=1", "seed=2"])
+    sc = crash_scenario(base, "long_polling", 16)
+    cfg = v.load_config(sc, "long_polling", crash=True)
+
+    async def run():
+        srv = ServerProcess(Path(tmp_path) / "server", redis_prefix=f"lp-{uuid.uuid4().hex[:8]}")
+        await srv.start()
+        try:
+            lr = LoadRun(cfg, srv)
+            return lr, await lr.run()
+        finally:
+            await srv.stop()
+
+    lr, res = asyncio.run(run())
+    assert lr.crash is not None
+    killed = lr.t0 + lr.crash["killed_at_s"]
+    rtt = cfg.rtt_ms / 1000
+    checked = 0
+    for c in lr.clients:
+        lost = [t for t in c.lost_at if t >= killed]
+        back = [t for t in c.reconnected_at if lost and t >= lost[0]]
+        if not back:
+            continue
+        began = [t for t in c.attempt_at if lost[0] <= t <= back[0]]
+        assert began, "the poll that came back began after the loss"
+        # the last poll's connection opened at most one refused try (a round trip) after it began
+        assert back[0] - began[-1] <= 3 * rtt + 0.05
+        checked += 1
+    assert checked >= 2
+    assert res.crash is not None and res.crash["time_to_reconnect_all_s"] is not None
