@@ -97,8 +97,9 @@ class QueueDelivery:
         m = self.m
         targets = list(targets)
         committer = origin.committer
-        fanned = committer is not None and bool(targets) and m.delivery_alive and origin.alive
-        if fanned:
+        fanned = False
+        if committer is not None and targets and m.delivery_alive and origin.alive:
+            fanned = True
             yield m.env.timeout(m.delivery_s)
             yield committer.join()
         now = m.env.now
