@@ -85,13 +85,15 @@ def long_polling_delivery_bounds(sc: Scenario) -> tuple[float, float]:
     recipient having it, under long polling at light load (RFC 6202 section 2.2).
 
     Typical: a request is held, so one network transit (plus the delivery stage and
-    the release CPU). Worst: the event arrives just after a response left: that
-    response's transit, the next request's transit, then the transit of the
+    the release CPU; with group commit the delivery stage comes before the event enters the
+    log, so it is not counted again). Worst: the event arrives just after a response left:
+    that response's transit, the next request's transit, then the transit of the
     response carrying the event - about three transits.
     """
     one_way = sc.rtt_ms / 2000.0
     release = (sc.cpu_longpoll_release_ms + sc.cpu_per_event_ms) / 1000.0
-    typical = sc.delivery_latency_ms / 1000.0 + release + one_way
+    stage = 0.0 if sc.cpu_commit_batch_ms > 0 else sc.delivery_latency_ms / 1000.0
+    typical = stage + release + one_way
     worst = 3.0 * one_way + (sc.cpu_longpoll_hold_ms + sc.cpu_longpoll_release_ms
                              + sc.cpu_per_event_ms) / 1000.0
     return typical, worst

@@ -92,7 +92,8 @@ class Committer:
                 continue
             batch, n = self.pending, self.size
             self.pending, self.size = None, 0
-            yield from self.server.work("commit", self.cost_s)
+            if self.server.alive:  # a dead server's CPU does no commit (its writes are gone with it)
+                yield from self.server.work("commit", self.cost_s)
             if self.persist_s > 0.0:
                 yield env.timeout(self.persist_s)
             self.batches.append(n)

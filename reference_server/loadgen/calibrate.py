@@ -61,6 +61,14 @@ def split_commit(c1: float, cn: float, share: float) -> tuple[float, float]:
     return batch, c1 - batch
 
 
+def commit_cpu_ms(batch_ms: float, commits_per_lone_write: float | None) -> float:
+    """The CPU of one commit: what a lone write's commits cost together (*batch_ms*, B), over
+    how many commits a lone write makes (the server's counters: about 2, its own and its
+    fan-out's); 2 when the counters were unread or implausible (below 1)."""
+    n = commits_per_lone_write if commits_per_lone_write and commits_per_lone_write >= 1.0 else 2.0
+    return batch_ms / n
+
+
 def _per(before: tuple[float, float] | None, after: tuple[float, float] | None, ops: int) -> float | None:
     if before is None or after is None or ops <= 0:
         return None
@@ -261,7 +269,9 @@ class Calibration:
         store = max(0.0, send_wall - send_1)
         p["queue_latency_ms"] = min(0.2, store)
         p["persist_latency_ms"] = store - p["queue_latency_ms"]
-        p["delivery_latency_ms"] = max(0.0, ws_e2e - p["cpu_ws_frame_in_ms"] - store - p["cpu_ws_frame_out_ms"])
+        # a message crosses two commits (its own, then its fan-out's): the model adds the second
+        # one's wait after the delivery stage, so the stage is what remains of both
+        p["delivery_latency_ms"] = max(0.0, ws_e2e - p["cpu_ws_frame_in_ms"] - 2 * store - p["cpu_ws_frame_out_ms"])
         # Writes measured one at a time carry their whole commits each (their own and their
         # fan-out's), so their per-write part is the rest; the model charges
         # cpu_commit_batch_ms once per commit, and a lone write makes per_1 of them (2: the
@@ -269,7 +279,7 @@ class Calibration:
         for k in ("cpu_http_receipt_ms", "cpu_ws_frame_in_ms"):
             self.details["group_commit"][k.removeprefix("cpu_") + "_1"] = round(p[k], 4)
             p[k] = max(0.0, p[k] - batch_ms)
-        p["cpu_commit_batch_ms"] = batch_ms / (per_1 if per_1 and per_1 >= 1.0 else 2.0)
+        p["cpu_commit_batch_ms"] = commit_cpu_ms(batch_ms, per_1)
         self.details["http_send_wall_ms_median"] = round(send_wall, 3)
         self.details["ws_end_to_end_ms_median"] = round(ws_e2e, 3)
 

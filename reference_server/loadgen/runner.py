@@ -273,6 +273,7 @@ class LoadRun:
         self.prefix = f"{cfg.seed % (1 << 32):08x}"
         self.t0 = math.inf
         self.clock = time.monotonic
+        self.stopped_at = math.inf  # when run() began stopping its clients
         self.delivered: dict[tuple[int, int], float] = {}
         self.duplicates = 0
         self.sent_at = np.full(len(self.wl.send_time), np.nan)
@@ -486,6 +487,7 @@ class LoadRun:
                     raise ServerFailed(f"the server exited during the run (status {self.server.proc.returncode})")
         finally:
             self.stopping = True
+            self.stopped_at = self.clock()  # before cancelling: a poll in flight now proves nothing
             for t in list(self.tasks):
                 t.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -598,13 +600,16 @@ class LoadRun:
         killed = self.t0 + self.crash["killed_at_s"]
         back = []
         affected = 0
-        ended = self.clock()
+        ended = self.stopped_at
         for c in self.clients:
             if any(t >= killed for t in c.lost_at):
                 affected += 1
                 after = [t for t in c.reconnected_at if t >= killed]
                 held = c.poll_back() if not after else None  # a resumed long poll still held at the end
-                if held is not None and held >= max(t for t in c.lost_at if t >= killed) and held <= ended:
+                # held at the end by a server that took it: its answer could have come a round
+                # trip before the run stopped (a refused connection is reset within one)
+                if held is not None and held >= max(t for t in c.lost_at if t >= killed) \
+                        and held + self.cfg.rtt_ms / 1000.0 <= ended:
                     c.reconnected_at.append(held)
                     after = [held]
                 back.append(min(after) if after else math.inf)

@@ -81,9 +81,10 @@ class ShortPollingClient(HttpClient):
             next_poll = env.now  # the first poll of the new session is the resume
 
     def next_attempt_at(self, t: float) -> float:
-        """The poll timer keeps its schedule through a reconnect (a browser's ``setInterval``,
-        the load generator's client): an attempt is the next scheduled poll, and waits for it
-        if the backoff ended sooner."""
+        """The poll timer goes on through a reconnect, one slot per attempt, as the load
+        generator's client (its ``next_poll`` advances by one interval per poll, failed or
+        not): an attempt waits for that slot if the backoff ended sooner, and goes at once if
+        it ended later (after a long backoff the attempts fall off the original schedule)."""
         self.next_poll += self.m.sc.poll_interval_s
         return max(t, self.next_poll)
 

@@ -89,7 +89,10 @@ def test_calibrate_writes_a_scenario_the_simulation_takes(tmp_path, capsys):
     assert meta["machine"]["python"] and meta["machine"]["cpu_model"]
     gc = meta["details"]["group_commit"]  # writes alone and sixteen at a time, split (docs/MODEL.md)
     # a lone send's commits (its own and its fan-out's, per the server's counters) share its commit CPU
-    assert sc.cpu_commit_batch_ms == pytest.approx(gc["batch_ms"] / (gc["commits_per_send_1"] or 2.0), abs=1e-4)
+    from reference_server.loadgen.calibrate import commit_cpu_ms
+    assert sc.cpu_commit_batch_ms == pytest.approx(commit_cpu_ms(gc["batch_ms"], gc["commits_per_send_1"]), abs=1e-4)
+    assert commit_cpu_ms(1.6, 2.0) == pytest.approx(0.8) and commit_cpu_ms(1.6, None) == pytest.approx(0.8)
+    assert commit_cpu_ms(1.6, 0.5) == pytest.approx(0.8)  # fewer commits than writes alone: implausible
     assert sc.cpu_http_send_ms == pytest.approx(gc["send_1_ms"] - gc["batch_ms"], abs=2e-4)
 
 

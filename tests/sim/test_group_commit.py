@@ -100,7 +100,7 @@ def test_batches_grow_with_the_load_and_the_cpu_per_write_falls():
     assert cpu_hi < cpu_lo
 
 
-def test_a_lone_write_pays_one_whole_commit_at_light_load():
+def test_a_lone_write_pays_its_two_whole_commits_at_light_load():
     """WebSocket, 20 messages/s, no receipts: the fastest message takes the analytic light-load
     latency (its frame, a batch of its own, the commit, the queue, the delivery, its fan-out's
     commit, the push); a message that finds a batch committing waits for it, at most one commit
