@@ -75,24 +75,27 @@ def run_cases(cases: list[Any], repeat: int, redis_url: str | None, failed: list
             log(f"  failed: {c.error}")
 
 
+def crash_at(base: Any) -> float:
+    """When a validation crash comes: 40 % into *base*'s measurement window."""
+    return round(base.warmup_s + 0.4 * (base.duration_s - base.warmup_s), 1)
+
+
 def crash_scenario(base: Any, transport: str, clients: int) -> Any:
     """The crash case of *base*: *clients* on *transport*, the SIGKILL 40 % into the window,
     5 s more to recover."""
-    return base.with_overrides({"clients": clients, "transports": transport,
-                                "crash_at_s": round(base.warmup_s + 0.4 * (base.duration_s - base.warmup_s), 1),
+    return base.with_overrides({"clients": clients, "transports": transport, "crash_at_s": crash_at(base),
                                 "duration_s": base.duration_s + 5})
 
 
-def crash_runs(csc: Any, transport: str, repeat: int, redis_url: str | None, failed: list[str],
+def crash_runs(csc: Any, case: Callable[[Any], tuple[Any, Any, str | None]], repeat: int, failed: list[str],
                log: Callable[[str], None]) -> tuple[list[Any], list[Any]]:
-    """*repeat* crash runs (seeds seed, seed+1, ...), measured and simulated; stops at the
-    first failure, which goes to *failed*."""
-    from . import validation as v
-
+    """*repeat* crash runs of *csc* (seeds seed, seed+1, ...), each ``case(scenario)`` ->
+    (measured, simulated, error) (``validation.run_crash_case`` or ``run_cluster_crash_case``);
+    stops at the first failure, which goes to *failed*."""
     metas: list[Any] = []
     sims: list[Any] = []
     for k in range(repeat):
-        meas, sim, err = v.run_crash_case(csc.with_overrides({"seed": csc.seed + k}), transport, redis_url)
+        meas, sim, err = case(csc.with_overrides({"seed": csc.seed + k}))
         if err:
             failed.append(err)
             log(f"  failed: {err}")
@@ -179,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
         csc = crash_scenario(base, crash_t, crash_clients)
         log(f"crash: {crash_t}, {crash_clients} clients, SIGKILL at {csc.crash_at_s:g} s"
             f"{f' x {repeat} runs' if repeat > 1 else ''} ...")
-        metas, sims = crash_runs(csc, crash_t, repeat, args.redis_url, failed, log)
+        metas, sims = crash_runs(csc, lambda sc: v.run_crash_case(sc, crash_t, args.redis_url), repeat, failed,
+                                 log)
         crash = (metas[0], sims[0]) if metas else (None, None)  # the figure shows the first run
         pooled = v.pool_crash(metas, sims) if metas else (None, None)  # a failed run is reported above
         rows += v.crash_rows(crash_t, crash_clients, *pooled)
@@ -190,20 +194,12 @@ def run(args: argparse.Namespace) -> int:
         # share the machine, and what is compared is the reconnect storm, not throughput.
         csc = base.with_overrides({"clients": cluster_clients, "transports": "websocket",
                                    "msg_rate_per_min": float(args.cluster_msg_rate),
-                                   "crash_at_s": round(base.warmup_s + 0.4 * (base.duration_s - base.warmup_s), 1),
-                                   "downtime_s": downtime, "duration_s": base.duration_s + 5 + downtime})
+                                   "crash_at_s": crash_at(base), "downtime_s": downtime,
+                                   "duration_s": base.duration_s + 5 + downtime})
         log(f"cluster crash: {servers} servers behind HAProxy, {cluster_clients} WebSocket clients, SIGKILL s1 at "
             f"{csc.crash_at_s:g} s, restart after {downtime:g} s{f' x {repeat} runs' if repeat > 1 else ''} ...")
-        metas, sims = [], []
-        for k in range(repeat):
-            meas, sim, err = v.run_cluster_crash_case(csc.with_overrides({"seed": csc.seed + k}), "websocket",
-                                                      servers, args.redis_url, args.db)
-            if err:
-                failed.append(err)
-                log(f"  failed: {err}")
-                break
-            metas.append(meas)
-            sims.append(sim)
+        metas, sims = crash_runs(csc, lambda sc: v.run_cluster_crash_case(sc, "websocket", servers, args.redis_url,
+                                                                          args.db), repeat, failed, log)
         cluster_first = (metas[0], sims[0]) if metas else (None, None)
         cpooled = v.pool_crash(metas, sims) if metas else (None, None)
         rows += v.crash_rows("websocket", cluster_clients, cpooled[0], cpooled[1],
@@ -245,6 +241,7 @@ def run_grid(args: argparse.Namespace) -> int:
     ``validate``), on each transport, at each of the file's load levels, ``replications`` runs
     pooled (seeds ``seed``, ``seed + 1``, ...), one run at a time; then, if the file asks, a
     crash run per transport at the base point. Every row carries its point's configuration."""
+    import functools
     import time
     from pathlib import Path
 
@@ -311,7 +308,8 @@ def run_grid(args: argparse.Namespace) -> int:
             csc = crash_scenario(base, t, opts["crash_clients"])
             log(f"[{time.monotonic() - started:5.0f} s] crash: {t}, {opts['crash_clients']} clients, SIGKILL at "
                 f"{csc.crash_at_s:g} s x {repeat} ...")
-            metas, sims = crash_runs(csc, t, repeat, args.redis_url, failed, log)
+            metas, sims = crash_runs(csc, functools.partial(v.run_crash_case, transport=t, redis_url=args.redis_url),
+                                     repeat, failed, log)
             pooled = v.pool_crash(metas, sims) if metas else (None, None)
             crashes[t] = pooled
             rows += v.crash_rows(t, opts["crash_clients"], pooled[0], pooled[1], config=config)
