@@ -97,7 +97,8 @@ PARAMETERS: tuple[Param, ...] = (
                         "Recipients send delivered and read receipts back to the sender.",
                         "WhatsApp-style ticks; the reference server sends them"),
     _p("seed", int, 1, "", "an integer >= 0", lambda v: v >= 0,
-                   "Root of every random stream (numpy SeedSequence).", ""),
+                   "Root of every random stream (numpy SeedSequence; a crash run's reconnect delays: "
+                   "random.Random(chatcore.reconnect_seed(seed, client)), shared with the load generator).", ""),
     _p("transports", tuple, TRANSPORTS, "", "a comma list of " + ",".join(TRANSPORTS),
                                      lambda v: len(v) > 0,
                                      "Transports to simulate, each on the same workload.", "all three"),
